@@ -1,0 +1,17 @@
+"""Neuron models: pure sequence functions over time and thin nn.Module wrappers."""
+
+from .lif import LIF, lif_sequence
+from .surrogate import ATan, FastSigmoid, Sigmoid, STE, Surrogate, Triangle, get_surrogate, spike
+
+__all__ = [
+    "LIF",
+    "lif_sequence",
+    "Surrogate",
+    "ATan",
+    "Sigmoid",
+    "FastSigmoid",
+    "Triangle",
+    "STE",
+    "get_surrogate",
+    "spike",
+]

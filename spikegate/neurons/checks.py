@@ -1,0 +1,117 @@
+"""Input checks shared by the neuron sequence functions.
+
+Every message names the argument, what was expected and what came, so a user can fix the call
+without reading the source.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+BACKENDS = ("auto", "triton", "torch")
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+TORCH_DTYPES = KERNEL_DTYPES + (torch.float64,)
+
+
+def triton_interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_sequence(x: object, name: str = "x", *, finite: bool = True) -> torch.Tensor:
+    """Check a time-major sequence ``[T, B, ...]`` with ``T >= 1``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor [T, B, ...], got {type(x).__name__}")
+    if x.dtype not in TORCH_DTYPES:
+        raise TypeError(
+            f"{name}: expected dtype in float32, float16, bfloat16, float64, got {x.dtype}"
+        )
+    if x.dim() < 2:
+        raise ValueError(
+            f"{name}: expected a time-major tensor [T, B, ...] with at least 2 dims, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: expected T >= 1 time steps, got T = 0 (shape {tuple(x.shape)})")
+    if finite and x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: expected finite values, got NaN or Inf")
+    return x
+
+
+def check_state(v0: Optional[torch.Tensor], x: torch.Tensor, name: str = "v0") -> None:
+    """Check an initial state against the step shape ``x.shape[1:]``."""
+    if v0 is None:
+        return
+    if not isinstance(v0, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor or None, got {type(v0).__name__}")
+    if tuple(v0.shape) != tuple(x.shape[1:]):
+        raise ValueError(
+            f"{name}: expected shape {tuple(x.shape[1:])} (the step shape of x [T, B, ...]), "
+            f"got {tuple(v0.shape)}; is x time-major?"
+        )
+    if v0.device != x.device:
+        raise ValueError(f"{name}: expected device {x.device}, got {v0.device}")
+
+
+def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_positive(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
+    value = float(value)
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(f"{name}: expected a finite value > 0, got {value!r}")
+    return value
+
+
+def check_decay(beta: object, x: torch.Tensor, name: str = "beta") -> None:
+    """``beta`` must be a float or a tensor broadcastable to the step shape, with values in (0, 1]."""
+    if isinstance(beta, torch.Tensor):
+        try:
+            torch.broadcast_shapes(beta.shape, x.shape[1:])
+        except RuntimeError:
+            raise ValueError(
+                f"{name}: expected a tensor broadcastable to the step shape {tuple(x.shape[1:])}, "
+                f"got shape {tuple(beta.shape)}"
+            ) from None
+        if torch.broadcast_shapes(beta.shape, x.shape[1:]) != x.shape[1:]:
+            raise ValueError(
+                f"{name}: shape {tuple(beta.shape)} would broadcast the step shape "
+                f"{tuple(x.shape[1:])} to a larger one"
+            )
+        if beta.device != x.device:
+            raise ValueError(f"{name}: expected device {x.device}, got {beta.device}")
+        with torch.no_grad():
+            low, high = float(beta.min()), float(beta.max())
+        if not (low > 0 and high <= 1):
+            raise ValueError(f"{name}: expected values in (0, 1], got range [{low}, {high}]")
+        return
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise TypeError(f"{name}: expected a float or a tensor, got {type(beta).__name__}")
+    if not (0 < beta <= 1):
+        raise ValueError(f"{name}: expected a value in (0, 1], got {beta!r}")
+
+
+def resolve_backend(backend: str, x: torch.Tensor) -> str:
+    """Turn ``auto`` into ``triton`` (CUDA tensors) or ``torch``; check that ``triton`` can run."""
+    check_choice(backend, "backend", BACKENDS)
+    if backend == "auto":
+        return "triton" if x.is_cuda and x.dtype in KERNEL_DTYPES else "torch"
+    if backend == "triton":
+        if x.dtype not in KERNEL_DTYPES:
+            raise TypeError(
+                f"x: backend='triton' supports float32, float16, bfloat16, got {x.dtype} "
+                "(use backend='torch' for float64)"
+            )
+        if not x.is_cuda and not triton_interpreter_enabled():
+            raise ValueError(
+                f"backend: 'triton' needs a CUDA tensor, got one on {x.device}; "
+                "set TRITON_INTERPRET=1 to run the kernels on the CPU interpreter"
+            )
+    return backend

@@ -1,0 +1,190 @@
+"""Surrogate derivatives for the Heaviside spike.
+
+The forward pass of a spiking neuron is always the Heaviside step ``s = (x >= 0)`` with
+``x = u - threshold``; a surrogate only replaces its derivative in the backward pass.
+Each surrogate is a small frozen dataclass that knows
+
+* ``grad(x)``: the surrogate derivative ds/dx as a torch expression (the torch backend), and
+* ``kernel_id`` / ``kernel_params``: the same function as an integer tag and two floats, which the
+  Triton kernels evaluate with identical formulas (see ``spikegate/kernels/lif.py``).
+
+Surrogates are given by name (``"atan"``) or as objects (``ATan(alpha=3.0)``); ``get_surrogate``
+turns either into an object.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Union
+
+import torch
+
+__all__ = [
+    "Surrogate",
+    "ATan",
+    "Sigmoid",
+    "FastSigmoid",
+    "Triangle",
+    "STE",
+    "SURROGATES",
+    "get_surrogate",
+    "spike",
+]
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """Base class: Heaviside forward, ``grad(x)`` backward."""
+
+    name: ClassVar[str] = ""
+    kernel_id: ClassVar[int] = -1
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def kernel_params(self) -> tuple[float, float]:
+        """Two floats the Triton kernels read as (p0, p1)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+@dataclass(frozen=True)
+class ATan(Surrogate):
+    """``alpha/2 / (1 + (pi/2 * alpha * x)^2)`` (SpikingJelly's ``surrogate.ATan``)."""
+
+    alpha: float = 2.0
+    name: ClassVar[str] = "atan"
+    kernel_id: ClassVar[int] = 0
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+
+    @property
+    def kernel_params(self) -> tuple[float, float]:
+        return (float(self.alpha), 0.0)
+
+
+@dataclass(frozen=True)
+class Sigmoid(Surrogate):
+    """``alpha * sig(alpha x) * (1 - sig(alpha x))``."""
+
+    alpha: float = 4.0
+    name: ClassVar[str] = "sigmoid"
+    kernel_id: ClassVar[int] = 1
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        sg = torch.sigmoid(self.alpha * x)
+        return self.alpha * sg * (1 - sg)
+
+    @property
+    def kernel_params(self) -> tuple[float, float]:
+        return (float(self.alpha), 0.0)
+
+
+@dataclass(frozen=True)
+class FastSigmoid(Surrogate):
+    """SuperSpike: ``1 / (1 + slope * |x|)^2``."""
+
+    slope: float = 25.0
+    name: ClassVar[str] = "fast_sigmoid"
+    kernel_id: ClassVar[int] = 2
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return 1 / (1 + self.slope * x.abs()) ** 2
+
+    @property
+    def kernel_params(self) -> tuple[float, float]:
+        return (float(self.slope), 0.0)
+
+
+@dataclass(frozen=True)
+class Triangle(Surrogate):
+    """``gamma * max(0, 1 - |x| / width) / width``."""
+
+    gamma: float = 0.3
+    width: float = 1.0
+    name: ClassVar[str] = "triangle"
+    kernel_id: ClassVar[int] = 3
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * torch.clamp(1 - x.abs() / self.width, min=0) / self.width
+
+    @property
+    def kernel_params(self) -> tuple[float, float]:
+        return (float(self.gamma), float(self.width))
+
+
+@dataclass(frozen=True)
+class STE(Surrogate):
+    """Straight-through estimator: derivative 1 everywhere."""
+
+    name: ClassVar[str] = "ste"
+    kernel_id: ClassVar[int] = 4
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(x)
+
+    @property
+    def kernel_params(self) -> tuple[float, float]:
+        return (0.0, 0.0)
+
+
+SURROGATES: dict[str, type[Surrogate]] = {
+    cls.name: cls for cls in (ATan, Sigmoid, FastSigmoid, Triangle, STE)
+}
+
+SurrogateLike = Union[str, Surrogate]
+
+
+def _check_positive(surrogate: Surrogate) -> None:
+    for field in ("alpha", "slope", "width"):
+        value = getattr(surrogate, field, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"surrogate: {surrogate.name} needs {field} > 0 and finite, got {value!r}"
+            )
+
+
+def get_surrogate(surrogate: SurrogateLike, **params: float) -> Surrogate:
+    """Return a surrogate object from a name (with optional parameters) or an object."""
+    if isinstance(surrogate, Surrogate):
+        if params:
+            raise TypeError("surrogate: parameters may only be given with a surrogate name")
+        _check_positive(surrogate)
+        return surrogate
+    if not isinstance(surrogate, str):
+        raise TypeError(
+            f"surrogate: expected a name in {sorted(SURROGATES)} or a Surrogate object, "
+            f"got {type(surrogate).__name__}"
+        )
+    try:
+        cls = SURROGATES[surrogate]
+    except KeyError:
+        raise ValueError(
+            f"surrogate: expected one of {sorted(SURROGATES)}, got {surrogate!r}"
+        ) from None
+    try:
+        obj = cls(**params)
+    except TypeError as err:
+        raise TypeError(f"surrogate: bad parameters for {surrogate!r}: {err}") from None
+    _check_positive(obj)
+    return obj
+
+
+class _SpikeFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return grad_out * ctx.surrogate.grad(x), None
+
+
+def spike(x: torch.Tensor, surrogate: SurrogateLike = "atan") -> torch.Tensor:
+    """Heaviside ``x >= 0`` with the surrogate derivative in the backward pass."""
+    return _SpikeFunction.apply(x, get_surrogate(surrogate))
