@@ -1,0 +1,5 @@
+"""Learning rules: each a small object with ``prepare(model)`` and ``step(model, x, y)``."""
+
+from .surrogate import StepResult, SurrogateGradient
+
+__all__ = ["SurrogateGradient", "StepResult"]

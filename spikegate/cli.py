@@ -1,0 +1,69 @@
+"""The ``spikegate`` command.
+
+    spikegate train [OVERRIDES...]         train with Hydra (``-m`` sweeps, ``--cfg job`` shows the config)
+    spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+USAGE = __doc__.split("\n", 2)[2]
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _train(cfg: DictConfig) -> float:
+    from spikegate.train import run
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    metrics = run(cfg, run_dir)
+    print(
+        f"\ntest accuracy {100 * metrics['test_accuracy']:.1f}%  |  spike rate {metrics['spike_rate']:.3f}  |  "
+        f"SynOps/inference {metrics['synops_per_inference']:.3g}  |  "
+        f"energy/inference {metrics['energy_pj_per_inference'] / 1e6:.3g} uJ  |  "
+        f"{metrics['epochs']} epochs in {metrics['wall_s']:.0f} s\nrun directory: {run_dir}"
+    )
+    return metrics["test_accuracy"]
+
+
+def _bench(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: spikegate bench lif [ARGS...]   (spikegate bench lif --help for the arguments)")
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    script = BENCHMARKS / f"{name}.py"
+    if not script.is_file():
+        available = sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_"))
+        print(f"spikegate bench: unknown benchmark {name!r}; expected one of {available} "
+              f"(looked in {BENCHMARKS}; the benchmarks ship with a source checkout)", file=sys.stderr)
+        return 2
+    module = runpy.run_path(str(script), run_name="spikegate_bench")
+    return int(module["main"](rest) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage:\n" + USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        sys.argv = ["spikegate train", *rest]
+        _train()
+        return 0
+    if command == "bench":
+        return _bench(rest)
+    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'bench']\n\nusage:\n{USAGE}",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The training loop behind ``spikegate train``.
+
+``run(cfg, run_dir)`` builds the dataset, model and learning rule from the Hydra config
+(``hydra.utils.instantiate`` on each group's ``_target_``), trains with Adam and a cosine schedule,
+evaluates every epoch, and writes into ``run_dir``:
+
+* ``config.yaml``: the resolved configuration,
+* ``checkpoint.pt``: model, optimiser, schedule and history after every epoch (atomic),
+* ``metrics.json``: ``test_accuracy``, ``spike_rate``, ``synops_per_inference``,
+  ``energy_pj_per_inference``, ``epochs``, ``wall_s`` and the per-epoch history (atomic),
+* ``training_curves.png``: loss and accuracy per epoch.
+
+``trainer.resume=true`` continues from ``run_dir/checkpoint.pt`` (or from a given path) exactly where
+it stopped: shuffling is seeded per epoch, so epoch ``k`` sees the same batches either way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_json
+from spikegate.energy import ActivityMonitor
+
+__all__ = ["run", "evaluate", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _limit(dataset: Dataset, n: int | None) -> Dataset:
+    return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
+
+
+def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    """What a checkpoint must agree on to be loaded into this run's model."""
+    keep = {k: cfg[k] for k in ("model", "neuron", "dataset") if k in cfg}
+    return OmegaConf.to_container(OmegaConf.create(keep), resolve=True)  # type: ignore[return-value]
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """Accuracy and activity (spike rate, SynOps and energy per inference) on ``loader``."""
+    model.eval()
+    correct = total = 0
+    with torch.no_grad(), ActivityMonitor(model) as monitor:
+        for x, y in loader:
+            x, y = x.transpose(0, 1).to(device), y.to(device)
+            logits = model(x)
+            monitor.add_samples(y.shape[0])
+            correct += int((logits.argmax(1) == y).sum())
+            total += y.shape[0]
+    return {"test_accuracy": correct / max(total, 1), **monitor.totals.per_inference()}
+
+
+def _resume_path(resume: Any, run_dir: Path) -> Path | None:
+    if resume in (None, False, "false", ""):
+        return None
+    if resume is True or resume == "true":
+        return run_dir / "checkpoint.pt"
+    return Path(str(resume))
+
+
+def _plot_history(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="train loss", title="loss")
+    ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], marker="o", label="train")
+    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="o", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train as configured by ``cfg`` and write the run's files into ``run_dir``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tcfg = cfg.trainer
+    for key in ("epochs", "batch_size"):
+        if not isinstance(tcfg[key], int) or tcfg[key] < 1:
+            raise ValueError(f"trainer.{key}: expected an integer >= 1, got {tcfg[key]!r}")
+    if not (isinstance(tcfg.lr, (int, float)) and tcfg.lr > 0):
+        raise ValueError(f"trainer.lr: expected a number > 0, got {tcfg.lr!r}")
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    torch.manual_seed(cfg.seed)
+    device = _device(tcfg.device)
+    data = instantiate(cfg.dataset)
+    train_set = _limit(data.train, tcfg.max_train_samples)
+    test_set = _limit(data.test, tcfg.max_test_samples)
+    neuron = instantiate(cfg.neuron)
+    model = instantiate(
+        cfg.model, input_shape=tuple(data.input_shape), num_classes=data.num_classes, neuron=neuron
+    ).to(device)
+    rule = instantiate(cfg.learning)
+    rule.prepare(model)
+
+    steps_per_epoch = math.ceil(len(train_set) / tcfg.batch_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tcfg.epochs * steps_per_epoch)
+    test_loader = DataLoader(test_set, batch_size=256)
+
+    fingerprint = _fingerprint(cfg)
+    ckpt_path = run_dir / "checkpoint.pt"
+    history: list[dict[str, float]] = []
+    start_epoch, wall_before = 0, 0.0
+    resume_from = _resume_path(tcfg.resume, run_dir)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, fingerprint=fingerprint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        history, start_epoch, wall_before = state["history"], state["epoch"], state["wall_s"]
+        print(f"resumed from {resume_from} after epoch {start_epoch}")
+
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, tcfg.epochs):
+        model.train()
+        order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        loader = DataLoader(train_set, batch_size=tcfg.batch_size, shuffle=True, generator=order)
+        loss_sum = correct = seen = 0.0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not tcfg.progress)
+        for step, (x, y) in enumerate(bar):
+            x, y = x.transpose(0, 1).to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            result = rule.step(model, x, y)
+            if not torch.isfinite(result.loss):
+                last = str(ckpt_path) if ckpt_path.exists() and epoch > 0 else "none yet"
+                raise NonFiniteLossError(
+                    f"training stopped: loss is {float(result.loss)} at epoch {epoch + 1}, "
+                    f"step {step + 1}; last good checkpoint: {last}"
+                )
+            optimizer.step()
+            schedule.step()
+            loss_sum += float(result.loss) * y.shape[0]
+            correct += float((result.logits.argmax(1) == y).sum())
+            seen += y.shape[0]
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
+        scores = evaluate(model, test_loader, device)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen, **scores}
+        history.append(row)
+        wall = wall_before + time.perf_counter() - t0
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "epoch": epoch + 1, "history": history,
+            "wall_s": wall, "fingerprint": fingerprint,
+        })
+        tqdm.write(
+            f"epoch {epoch + 1:>3}/{tcfg.epochs}  loss {row['train_loss']:.4f}  "
+            f"train {100 * row['train_accuracy']:5.1f}%  test {100 * row['test_accuracy']:5.1f}%  "
+            f"spike rate {row['spike_rate']:.3f}"
+        )
+
+    if not history:
+        raise CheckpointError(f"trainer.resume: the checkpoint already holds all {tcfg.epochs} epochs")
+    final = history[-1]
+    metrics = {
+        "test_accuracy": final["test_accuracy"],
+        "spike_rate": final["spike_rate"],
+        "synops_per_inference": final["synops_per_inference"],
+        "dense_macs_per_inference": final["dense_macs_per_inference"],
+        "energy_pj_per_inference": final["energy_pj_per_inference"],
+        "epochs": final["epoch"],
+        "wall_s": wall_before + time.perf_counter() - t0,
+        "history": history,
+    }
+    save_json(run_dir / "metrics.json", metrics)
+    _plot_history(history, run_dir / "training_curves.png")
+    return metrics
