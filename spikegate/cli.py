@@ -2,6 +2,7 @@
 
     spikegate train [OVERRIDES...]         train with Hydra (``-m`` sweeps, ``--cfg job`` shows the config)
     spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
+    spikegate report DIR                   tabulate the metrics.json of the runs under DIR (a sweep)
 """
 
 from __future__ import annotations
@@ -48,6 +49,20 @@ def _bench(args: list[str]) -> int:
     return int(module["main"](rest) or 0)
 
 
+def _report(args: list[str]) -> int:
+    from spikegate.report import collect_runs, format_table
+
+    if len(args) != 1:
+        print("usage: spikegate report DIR", file=sys.stderr)
+        return 2
+    try:
+        print(format_table(collect_runs(args[0])))
+    except FileNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -60,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "bench":
         return _bench(rest)
-    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'bench']\n\nusage:\n{USAGE}",
+    if command == "report":
+        return _report(rest)
+    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'bench', 'report']\n\nusage:\n{USAGE}",
           file=sys.stderr)
     return 2
 

@@ -1,0 +1,50 @@
+"""Tabulate the runs of a sweep: ``spikegate report multirun/2026-11-23/12-00-00``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+__all__ = ["collect_runs", "format_table"]
+
+COLUMNS = ("test_accuracy", "spike_rate", "synops_per_inference", "energy_pj_per_inference", "epochs", "wall_s")
+
+
+def collect_runs(root: str | Path) -> list[dict]:
+    """One row per ``metrics.json`` under ``root``: the run's overrides and its metrics."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"report: expected a run or sweep directory, got {root} (not a directory)")
+    rows = []
+    for metrics_path in sorted(root.rglob("metrics.json")):
+        run_dir = metrics_path.parent
+        overrides_path = run_dir / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
+        metrics = json.loads(metrics_path.read_text())
+        rows.append({"run": str(run_dir.relative_to(root)) or ".", "overrides": " ".join(overrides or []),
+                     **{k: metrics.get(k) for k in COLUMNS}})
+    if not rows:
+        raise FileNotFoundError(f"report: no metrics.json under {root}")
+    return rows
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key == "test_accuracy":
+        return f"{100 * value:.1f}%"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def format_table(rows: list[dict]) -> str:
+    """A markdown table, best accuracy first."""
+    rows = sorted(rows, key=lambda r: -(r["test_accuracy"] or 0))
+    head = ["overrides", *COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["overrides"] or r["run"], *(_cell(k, r[k]) for k in COLUMNS)]) + " |")
+    return "\n".join(lines)
