@@ -44,87 +44,96 @@ def _state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _after_reset(u: torch.Tensor, threshold: float, reset: str) -> torch.Tensor:
-    """``v[t]`` from ``u[t]`` (spikes recomputed as ``u >= threshold``)."""
+def _not_spiking(u: torch.Tensor, threshold: float, out: torch.Tensor) -> torch.Tensor:
+    """``1 - s = (u < threshold)`` as 0/1 floats written into ``out``, from float ops only: on the
+    CPU, comparisons that produce bool tensors (and arithmetic with them) cost several times a
+    float op. Exact: ``threshold - u > 0`` exactly when ``u < threshold`` in IEEE arithmetic."""
+    return torch.neg(u, out=out).add_(threshold).clamp_min_(0).sign_()
+
+
+def _after_reset(u, keep, threshold: float, reset: str, out: torch.Tensor) -> torch.Tensor:
+    """``v[t]`` from ``u[t]`` and ``keep = 1 - s[t]``, written into ``out`` (``u`` itself for none)."""
     if reset == "zero":
-        return u.masked_fill(u >= threshold, 0.0)
+        return torch.mul(u, keep, out=out)
     if reset == "subtract":
-        return u - threshold * (u >= threshold).to(u.dtype)
+        # u - threshold * s with s = 1 - keep: the product is exact, so this rounds like the kernel
+        return torch.sub(u, threshold, out=out).addcmul_(keep, torch.full_like(keep, threshold))
     return u
 
 
 class LIFTorchFunction(torch.autograd.Function):
-    """Reference LIF over ``T`` steps. Keeps for backward the membrane ``u [T, ...]`` in the
-    state dtype (4 bytes per neuron-step for half and float32 inputs); spikes and ``v[t-1]``
-    are recomputed from it."""
+    """Reference LIF over ``T`` steps, walking time in a plain loop without a per-step graph.
+
+    Keeps for backward only the membrane ``u [T, ...]`` in the state dtype (4 bytes per
+    neuron-step for float32 and half inputs, 8 for float64); spikes and ``v[t-1]`` are recomputed
+    from it. Every step works in place on a few ``[B, ...]`` scratch buffers: they stay in cache,
+    and the loop allocates nothing.
+    """
 
     @staticmethod
     def forward(ctx, x, v0, beta, threshold, reset, surrogate, detach_reset):
         cdt = _state_dtype(x.dtype)
-        beta_c = beta.to(cdt) if isinstance(beta, torch.Tensor) else beta
-        v = (
-            torch.zeros(x.shape[1:], dtype=cdt, device=x.device)
-            if v0 is None
-            else v0.detach().to(cdt)
-        )
+        beta_c = beta.detach().to(cdt) if isinstance(beta, torch.Tensor) else beta
+        step = x.shape[1:]
+        v = torch.zeros(step, dtype=cdt, device=x.device) if v0 is None else v0.detach().to(cdt)
         u_all = torch.empty(x.shape, dtype=cdt, device=x.device)
-        for x_t, u in zip(x.unbind(0), u_all.unbind(0)):
+        spikes = torch.empty_like(x)
+        keep = torch.empty(step, dtype=cdt, device=x.device)
+        v_buf = torch.empty(step, dtype=cdt, device=x.device)
+        for x_t, u, s in zip(x.unbind(0), u_all.unbind(0), spikes.unbind(0)):
             torch.mul(v, beta_c, out=u)
             u.add_(x_t)
-            v = _after_reset(u, threshold, reset)
-        spikes = (u_all >= threshold).to(x.dtype)
+            _not_spiking(u, threshold, keep)
+            s.copy_(keep).neg_().add_(1)
+            v = _after_reset(u, keep, threshold, reset, v_buf)
         ctx.save_for_backward(u_all, v0)
         ctx.beta = beta_c
         ctx.beta_shape = beta.shape if isinstance(beta, torch.Tensor) else None
         ctx.args = (threshold, reset, surrogate, detach_reset, x.dtype)
-        return spikes, v.to(x.dtype)
+        return spikes, v.to(x.dtype, copy=True)
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last):
         u_all, v0 = ctx.saved_tensors
         threshold, reset, surrogate, detach_reset, x_dtype = ctx.args
         beta = ctx.beta
-        cdt = u_all.dtype
         need_x, need_v0, need_beta = ctx.needs_input_grad[:3]
-        T = u_all.shape[0]
-        gv = (
-            torch.zeros(u_all.shape[1:], dtype=cdt, device=u_all.device)
-            if grad_v_last is None
-            else grad_v_last.to(cdt)
-        )
-        gx = torch.empty(u_all.shape, dtype=cdt, device=u_all.device)
-        gbeta = torch.zeros(u_all.shape[1:], dtype=cdt, device=u_all.device) if need_beta else None
         gs_steps = None if grad_spikes is None else grad_spikes.unbind(0)
-        for t in range(T - 1, -1, -1):
-            u = u_all[t]
-            sg = surrogate.grad(u - threshold)
+        gx = torch.empty_like(u_all)                 # dL/du[t], which is dL/dx[t]
+        gv = torch.empty_like(u_all[0])              # dL/dv[t]
+        have_gv = grad_v_last is not None
+        if have_gv:
+            gv.copy_(grad_v_last)
+        gbeta = torch.zeros_like(u_all[0]) if need_beta else None
+        sg, keep, dvdu = (torch.empty_like(u_all[0]) for _ in range(3))
+        gu_next = None
+        for t in range(u_all.shape[0] - 1, -1, -1):
+            u, gu = u_all[t], gx[t]
+            surrogate.grad_(torch.sub(u, threshold, out=sg))
+            _not_spiking(u, threshold, keep)
+            # dv[t]/du[t]; None means 1
             if reset == "zero":
-                dvdu = (u < threshold).to(cdt)
-                if not detach_reset:
-                    dvdu = dvdu - u * sg
+                slope = keep if detach_reset else torch.addcmul(keep, u, sg, value=-1, out=dvdu)
             elif reset == "subtract" and not detach_reset:
-                dvdu = 1 - threshold * sg
+                slope = torch.mul(sg, -threshold, out=dvdu).add_(1)
             else:
-                dvdu = None  # dv/du == 1
-            gu = gv * dvdu if dvdu is not None else gv.clone()
+                slope = None
             if gs_steps is not None:
-                gu.addcmul_(gs_steps[t].to(cdt), sg)
-            gx[t] = gu
-            if gbeta is not None:
-                if t > 0:
-                    v_prev = _after_reset(u_all[t - 1], threshold, reset)
-                elif v0 is not None:
-                    v_prev = v0.to(cdt)
-                else:
-                    v_prev = None
-                if v_prev is not None:
-                    gbeta.addcmul_(gu, v_prev)
-            gv = gu * beta
+                torch.mul(gs_steps[t], sg, out=gu)
+            else:
+                gu.zero_()
+            if have_gv:
+                gu.add_(gv) if slope is None else gu.addcmul_(gv, slope)
+            if gbeta is not None and gu_next is not None:
+                # u[t+1] = beta * v[t] + x[t+1]
+                gbeta.addcmul_(gu_next, _after_reset(u, keep, threshold, reset, dvdu))
+            torch.mul(gu, beta, out=gv)
+            have_gv, gu_next = True, gu
+        if gbeta is not None and v0 is not None:
+            gbeta.addcmul_(gu_next, v0.to(u_all.dtype))
         grad_x = gx.to(x_dtype) if need_x else None
         grad_v0 = gv.to(v0.dtype) if (need_v0 and v0 is not None) else None
-        grad_beta = None
-        if gbeta is not None:
-            grad_beta = gbeta.sum_to_size(ctx.beta_shape).to(beta.dtype)
+        grad_beta = gbeta.sum_to_size(ctx.beta_shape).to(beta.dtype) if gbeta is not None else None
         return grad_x, grad_v0, grad_beta, None, None, None, None
 
 

@@ -4,7 +4,8 @@ The forward pass of a spiking neuron is always the Heaviside step ``s = (x >= 0)
 ``x = u - threshold``; a surrogate only replaces its derivative in the backward pass.
 Each surrogate is a small frozen dataclass that knows
 
-* ``grad(x)``: the surrogate derivative ds/dx as a torch expression (the torch backend), and
+* ``grad_(x)``: the surrogate derivative ds/dx, computed in place over ``x`` (the torch backend
+  calls it on scratch buffers, so the time loop allocates nothing); ``grad(x)`` is its copying twin;
 * ``kernel_id`` / ``kernel_params``: the same function as an integer tag and two floats, which the
   Triton kernels evaluate with identical formulas (see ``spikegate/kernels/lif.py``).
 
@@ -40,7 +41,12 @@ class Surrogate:
     name: ClassVar[str] = ""
     kernel_id: ClassVar[int] = -1
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """ds/dx at ``x``, as a new tensor."""
+        return self.grad_(x.clone())
+
+    def grad_(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """ds/dx at ``x``, written over ``x`` (which is returned)."""
         raise NotImplementedError
 
     @property
@@ -57,8 +63,8 @@ class ATan(Surrogate):
     name: ClassVar[str] = "atan"
     kernel_id: ClassVar[int] = 0
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+    def grad_(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(math.pi / 2 * self.alpha).square_().add_(1).reciprocal_().mul_(self.alpha / 2)
 
     @property
     def kernel_params(self) -> tuple[float, float]:
@@ -73,9 +79,9 @@ class Sigmoid(Surrogate):
     name: ClassVar[str] = "sigmoid"
     kernel_id: ClassVar[int] = 1
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        sg = torch.sigmoid(self.alpha * x)
-        return self.alpha * sg * (1 - sg)
+    def grad_(self, x: torch.Tensor) -> torch.Tensor:
+        sg = x.mul_(self.alpha).sigmoid_()
+        return sg.sub_(sg.square()).mul_(self.alpha)
 
     @property
     def kernel_params(self) -> tuple[float, float]:
@@ -90,8 +96,8 @@ class FastSigmoid(Surrogate):
     name: ClassVar[str] = "fast_sigmoid"
     kernel_id: ClassVar[int] = 2
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return 1 / (1 + self.slope * x.abs()) ** 2
+    def grad_(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs_().mul_(self.slope).add_(1).square_().reciprocal_()
 
     @property
     def kernel_params(self) -> tuple[float, float]:
@@ -107,8 +113,8 @@ class Triangle(Surrogate):
     name: ClassVar[str] = "triangle"
     kernel_id: ClassVar[int] = 3
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gamma * torch.clamp(1 - x.abs() / self.width, min=0) / self.width
+    def grad_(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs_().div_(-self.width).add_(1).clamp_min_(0).mul_(self.gamma / self.width)
 
     @property
     def kernel_params(self) -> tuple[float, float]:
@@ -122,8 +128,8 @@ class STE(Surrogate):
     name: ClassVar[str] = "ste"
     kernel_id: ClassVar[int] = 4
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ones_like(x)
+    def grad_(self, x: torch.Tensor) -> torch.Tensor:
+        return x.fill_(1)
 
     @property
     def kernel_params(self) -> tuple[float, float]:
