@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_json
+from spikegate.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint, save_json
 from spikegate.energy import ActivityMonitor
 
 __all__ = ["run", "evaluate", "NonFiniteLossError"]
@@ -92,7 +92,7 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -106,7 +106,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             raise ValueError(f"trainer.{key}: expected an integer >= 1, got {tcfg[key]!r}")
     if not (isinstance(tcfg.lr, (int, float)) and tcfg.lr > 0):
         raise ValueError(f"trainer.lr: expected a number > 0, got {tcfg.lr!r}")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(resolved))
 
     torch.manual_seed(cfg.seed)
     device = _device(tcfg.device)
