@@ -1,0 +1,55 @@
+"""Datasets: offline sets that need no download (scikit-learn digits, rate-coded or seen by an
+emulated event camera) and their containers for the trainer.
+
+Trainer entry points (Hydra ``_target_``): ``spikegate.datasets.DigitsData`` and
+``spikegate.datasets.EventDigitsData``; each has ``.train``, ``.test`` (items ``(x [T, *input_shape]
+float32, label)``), ``.input_shape``, ``.num_classes`` and ``.time_steps``.
+"""
+
+from .digits import DIGIT_CLASSES, DigitsData, digits_split, load_digits_split, rate_code
+from .event_cache import (
+    CorruptCacheError,
+    EventSet,
+    check_event_dtype,
+    default_root,
+    load_event_set,
+    save_event_set,
+)
+from .event_camera import (
+    EVENT_DTYPE,
+    SaccadeCamera,
+    background_noise_events,
+    dvs_events,
+    emulate_saccade_events,
+    emulate_saccade_events_batch,
+    render_shifted,
+    saccade_offsets,
+)
+from .event_digits import EventDigits, EventDigitsData, bin_events
+from .frames import FrameDataset
+
+__all__ = [
+    "DIGIT_CLASSES",
+    "DigitsData",
+    "digits_split",
+    "load_digits_split",
+    "rate_code",
+    "CorruptCacheError",
+    "EventSet",
+    "check_event_dtype",
+    "default_root",
+    "load_event_set",
+    "save_event_set",
+    "EVENT_DTYPE",
+    "SaccadeCamera",
+    "background_noise_events",
+    "dvs_events",
+    "emulate_saccade_events",
+    "emulate_saccade_events_batch",
+    "render_shifted",
+    "saccade_offsets",
+    "EventDigits",
+    "EventDigitsData",
+    "bin_events",
+    "FrameDataset",
+]
