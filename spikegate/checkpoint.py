@@ -1,51 +1,23 @@
-"""Atomic files: write to a temporary file beside the target, then rename over it.
-
-A crash or Ctrl-C mid-write leaves the previous file (or nothing), never half of a new one.
-"""
+"""Training checkpoints: saved atomically, loaded with a check that they fit the configuration."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 import torch
 
-__all__ = ["atomic_write", "save_json", "save_checkpoint", "load_checkpoint", "CheckpointError"]
+from spikegate.atomic import PathLike, atomic_write
 
-PathLike = Union[str, os.PathLike]
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or from another configuration."""
 
 
-def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` and rename the result to ``path``; the temp file goes on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def save_json(path: PathLike, data: Any) -> Path:
-    def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-    return atomic_write(path, write)
-
-
 def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write(path, lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: PathLike, *, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from spikegate.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint, save_json
+from spikegate.atomic import atomic_write, save_json
+from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spikegate.energy import ActivityMonitor
 
 __all__ = ["run", "evaluate", "NonFiniteLossError"]
@@ -92,7 +93,7 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(path, lambda file: fig.savefig(file, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -107,7 +108,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     if not (isinstance(tcfg.lr, (int, float)) and tcfg.lr > 0):
         raise ValueError(f"trainer.lr: expected a number > 0, got {tcfg.lr!r}")
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(resolved))
+    atomic_write(run_dir / "config.yaml", lambda file: file.write(resolved.encode()))
 
     torch.manual_seed(cfg.seed)
     device = _device(tcfg.device)

@@ -3,15 +3,16 @@ import json
 import pytest
 import torch
 
-from spikegate.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint, save_json
+from spikegate.atomic import atomic_write, save_json
+from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_failed_write_leaves_previous_file_and_no_temp(tmp_path):
     target = tmp_path / "metrics.json"
     save_json(target, {"a": 1})
 
-    def crash(tmp):
-        tmp.write_text('{"a": 2, "trunc')
+    def crash(file):
+        file.write(b'{"a": 2, "trunc')
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):

@@ -15,10 +15,8 @@ ever written by rename points at a problem the user should see. Deleting the fil
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -27,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from typing import Optional, Union
 
 import numpy as np
+
+from spikegate.atomic import atomic_write
 
 from .event_camera import EVENT_DTYPE
 
@@ -113,27 +113,14 @@ def save_event_set(path: PathLike, event_set: EventSet) -> None:
     """Write ``event_set`` to ``path`` atomically: into a temporary file in the same directory,
     then ``os.replace``. If anything fails, the temporary file is removed and ``path`` is left as
     it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.savez_compressed(
-                file,
-                events=event_set.events,
-                offsets=event_set.offsets,
-                targets=event_set.targets,
-                indices=event_set.indices,
-                params=np.array(event_set.params),
-            )
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    arrays = dict(
+        events=event_set.events,
+        offsets=event_set.offsets,
+        targets=event_set.targets,
+        indices=event_set.indices,
+        params=np.array(event_set.params),
+    )
+    atomic_write(path, lambda file: np.savez_compressed(file, **arrays))
 
 
 def load_event_set(

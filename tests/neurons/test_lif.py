@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from spikegate.neurons import LIF, lif_sequence
-from spikegate.neurons.surrogate import get_surrogate
 
 RESETS = ["zero", "subtract", "none"]
 
