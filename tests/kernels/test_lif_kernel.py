@@ -1,0 +1,453 @@
+"""Fused Triton LIF kernels (``spikegate.kernels.lif``) against the torch reference.
+
+Runs the kernels on the Triton CPU interpreter (``TRITON_INTERPRET=1``, set by tests/conftest.py
+when there is no GPU) at small shapes, or on CUDA where present. Spikes must be bitwise those of
+the reference, ``v_last`` bitwise those of DESIGN.md's equations evaluated in float32, gradients
+those of the reference to rounding. Inputs are ``N(0.6, 0.6)`` so that a good fraction of neurons
+spike, and comparisons first check that the case is not trivial (some spikes, some silences).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("triton")
+
+from spikegate.kernels.lif import (  # noqa: E402
+    LIFTritonFunction,
+    lif_bytes_per_neuron_step,
+    lif_saved_bytes_per_neuron_step,
+)
+from spikegate.neurons import lif_sequence  # noqa: E402
+from spikegate.neurons.checks import triton_interpreter_enabled  # noqa: E402
+from spikegate.neurons.surrogate import (  # noqa: E402
+    STE,
+    ATan,
+    FastSigmoid,
+    Sigmoid,
+    Surrogate,
+    Triangle,
+)
+
+if not (torch.cuda.is_available() or triton_interpreter_enabled()):
+    pytest.skip("needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+RESETS = ["zero", "subtract", "none"]
+SURROGATES = [
+    ATan(), ATan(alpha=3.0), Sigmoid(), Sigmoid(alpha=2.5), FastSigmoid(), FastSigmoid(slope=7.0),
+    Triangle(), Triangle(gamma=0.5, width=0.7), STE(),
+]
+HALF = [torch.float16, torch.bfloat16]
+
+# Gradients (assert_grads_close says what atol is relative to). float32 differs from the reference
+# only by the rounding of the surrogate (a few ulps); half inputs keep u - threshold in their own
+# dtype and return grad_x in it, so they agree to that dtype's rounding.
+GRAD_TOL = {
+    torch.float32: dict(rtol=1e-5, atol=1e-6),
+    torch.float16: dict(rtol=4e-3, atol=2e-3),
+    torch.bfloat16: dict(rtol=3e-2, atol=1.5e-2),
+}
+# v_last against the reference: one ulp of x's dtype (see check_against_reference).
+V_LAST_TOL = {
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float16: dict(rtol=2e-3, atol=1e-5),
+    torch.bfloat16: dict(rtol=1.6e-2, atol=1e-5),
+}
+
+
+def lif_input(shape, dtype=torch.float32, seed=0, mean=0.6, std=0.6):
+    g = torch.Generator().manual_seed(seed)
+    x = mean + std * torch.randn(shape, generator=g, dtype=torch.float64)
+    return x.to(dtype).to(DEVICE)
+
+
+def make_beta(kind: str, step_shape, seed: int = 7):
+    """A decay of the given kind for neurons of shape ``step_shape = [B, ...]``."""
+    g = torch.Generator().manual_seed(seed)
+    shape = {
+        "float": None,
+        "scalar": (),
+        "per_neuron": step_shape[-1:],
+        "channel": (step_shape[1],) + (1,) * (len(step_shape) - 2),
+        "full": tuple(step_shape),
+    }[kind]
+    if shape is None:
+        return 0.8
+    return (0.5 + 0.5 * torch.rand(shape, generator=g, dtype=torch.float64)).float().to(DEVICE)
+
+
+def run(backend, x, v0, beta, *, grad="both", seed=1, **params):
+    """Forward and backward of ``lif_sequence`` on fresh leaves. ``grad`` picks which outputs the
+    loss reads: ``"both"``, ``"spikes"`` (no gradient reaches v_last) or ``"v_last"``."""
+    x = x.clone().requires_grad_()
+    v0 = None if v0 is None else v0.clone().requires_grad_()
+    if isinstance(beta, torch.Tensor):
+        beta = beta.clone().requires_grad_()
+    spikes, v_last = lif_sequence(x, v0, beta=beta, backend=backend, **params)
+    g = torch.Generator().manual_seed(seed)
+    w_s = torch.randn(spikes.shape, generator=g).to(DEVICE)
+    w_v = torch.randn(v_last.shape, generator=g).to(DEVICE)
+    loss = 0
+    if grad in ("both", "spikes"):
+        loss = loss + (spikes.float() * w_s).sum()
+    if grad in ("both", "v_last"):
+        loss = loss + (v_last.float() * w_v).sum()
+    loss.backward()
+    grads = {"x": x.grad, "v0": None if v0 is None else v0.grad}
+    grads["beta"] = beta.grad if isinstance(beta, torch.Tensor) else None
+    return spikes.detach(), v_last.detach(), grads
+
+
+def design_f32(x, v0, beta, threshold, reset):
+    """DESIGN.md's LIF written out in float32, u = (v * beta) + x with each op rounded.
+    Returns ``(spikes, v_last, v_prev)``, ``v_prev[t] = v[t-1]`` in float32."""
+    v = torch.zeros(x.shape[1:], device=x.device) if v0 is None else v0.float()
+    beta = beta.float() if isinstance(beta, torch.Tensor) else beta
+    spikes, v_prev = [], []
+    for x_t in x.float().unbind(0):
+        v_prev.append(v)
+        u = v * beta
+        u = u + x_t
+        s = u >= threshold
+        v = {
+            "zero": torch.where(s, torch.zeros_like(u), u),
+            "subtract": torch.where(s, u - threshold, u),
+            "none": u,
+        }[reset]
+        spikes.append(s)
+    return torch.stack(spikes).to(x.dtype), v.to(x.dtype), torch.stack(v_prev)
+
+
+def assert_nontrivial(spikes):
+    rate = spikes.float().mean().item()
+    assert 0.0 < rate < 1.0, f"degenerate case: spike rate {rate}"
+
+
+def assert_grads_close(got, ref, dtype, beta_terms=None):
+    """Gradients equal to rounding: ``|got - ref| <= atol * scale + rtol * |ref|``. The scale is
+    the largest reference entry, but at least 1, the scale of the N(0, 1) loss weights (terms of
+    that size may cancel into a small gradient); for beta, a sum over time, it is the sum of its
+    terms' scales ``beta_terms``."""
+    tol = GRAD_TOL[dtype]
+    for name, r in ref.items():
+        if r is None:
+            assert got[name] is None, name
+            continue
+        assert got[name] is not None, f"no gradient for {name}"
+        assert got[name].dtype == r.dtype and got[name].shape == r.shape, name
+        g, r = got[name].float(), r.float()
+        if name == "beta" and beta_terms is not None:
+            scale = beta_terms
+        else:
+            scale = r.abs().max().clamp_min(1)
+        bound = tol["atol"] * scale + tol["rtol"] * r.abs() + 1e-12
+        err = (g - r).abs()
+        worst = (err / bound).argmax()
+        assert (err <= bound).all(), (
+            f"grad of {name}: |got - ref| = {err.flatten()[worst]:.3g} > "
+            f"{bound.flatten()[worst]:.3g} at flat index {int(worst)} "
+            f"(got {g.flatten()[worst]:.6g}, ref {r.flatten()[worst]:.6g})"
+        )
+
+
+def check_against_reference(x, v0, beta, *, grad="both", nontrivial=True, **params):
+    ref = run("torch", x, v0, beta, grad=grad, **params)
+    got = run("triton", x, v0, beta, grad=grad, **params)
+    if nontrivial:
+        assert_nontrivial(ref[0])
+        # (through v_last alone it may vanish: straight-through + subtract has dv/du = 0)
+        if grad != "v_last":
+            assert ref[2]["x"].abs().max() > 0, "no gradient reaches x"
+    assert got[0].dtype == x.dtype and got[1].dtype == x.dtype
+    assert torch.equal(got[0], ref[0]), "spikes differ from the reference"
+    want_s, want_v, v_prev = design_f32(x, v0, beta, params["threshold"], params["reset"])
+    assert torch.equal(got[0], want_s)
+    assert torch.equal(got[1], want_v), "v_last differs from DESIGN.md's equations in float32"
+    # The reference's v_last agrees to rounding (its subtract reset rounds twice).
+    torch.testing.assert_close(got[1].float(), ref[1].float(), **V_LAST_TOL[x.dtype])
+    beta_terms = None
+    if isinstance(beta, torch.Tensor):
+        # dL/dbeta = sum_t dL/du[t] * v[t-1], each factor known to rounding: dL/du at the scale of
+        # its largest entry (as grad_x), and v[t-1], from the kept u - threshold for half inputs,
+        # to |u - threshold| * eps <= (|v| + threshold) * eps.
+        v_scale = v_prev.abs() + params["threshold"]
+        gu_scale = ref[2]["x"].float().abs().max().clamp_min(1)
+        beta_terms = (gu_scale * v_scale).sum(0).sum_to_size(beta.shape)
+    assert_grads_close(got[2], ref[2], x.dtype, beta_terms)
+    return got
+
+
+# --------------------------------------------------------------------------------------------- #
+# Every surrogate, reset and detach_reset, float32, 4-D input, per-neuron beta, v0, both outputs.
+# --------------------------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=repr)
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_matches_reference_all_modes(surrogate, reset, detach_reset):
+    x = lif_input((6, 2, 3, 13))
+    v0 = lif_input((2, 3, 13), seed=1, mean=0.2)
+    beta = make_beta("per_neuron", x.shape[1:])
+    check_against_reference(
+        x, v0, beta, threshold=1.0, reset=reset, surrogate=surrogate, detach_reset=detach_reset
+    )
+
+
+@pytest.mark.parametrize("grad", ["spikes", "v_last", "both"])
+@pytest.mark.parametrize("beta_kind", ["float", "scalar", "per_neuron", "channel", "full"])
+@pytest.mark.parametrize("reset", RESETS)
+def test_gradient_paths_and_beta_shapes(grad, beta_kind, reset):
+    """grad_spikes or grad_v_last absent (None inside the kernel), every way to give beta."""
+    x = lif_input((5, 2, 3, 4, 5), seed=3)
+    v0 = lif_input((2, 3, 4, 5), seed=4, mean=0.2)
+    beta = make_beta(beta_kind, x.shape[1:])
+    check_against_reference(
+        x, v0, beta, grad=grad, threshold=1.0, reset=reset, surrogate="atan", detach_reset=False
+    )
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("surrogate", ["atan", "sigmoid", "fast_sigmoid", "triangle", "ste"])
+@pytest.mark.parametrize("reset", RESETS)
+def test_half_inputs(dtype, surrogate, reset):
+    x = lif_input((6, 3, 29), dtype, seed=5)
+    v0 = lif_input((3, 29), dtype, seed=6, mean=0.2)
+    beta = make_beta("per_neuron", x.shape[1:])
+    check_against_reference(
+        x, v0, beta, threshold=1.0, reset=reset, surrogate=surrogate,
+        detach_reset=surrogate == "sigmoid",
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32] + HALF, ids=str)
+def test_several_programs_and_a_ragged_last_block(dtype):
+    """More neurons per step than one block holds (1024 on the interpreter, <= 1024 on a GPU)."""
+    x = lif_input((3, 2, 1031), dtype, seed=8)
+    beta = make_beta("per_neuron", x.shape[1:])
+    check_against_reference(
+        x, None, beta, threshold=1.0, reset="subtract", surrogate="atan", detach_reset=False
+    )
+
+
+# --------------------------------------------------------------------------------------------- #
+# Random shapes and parameters.
+# --------------------------------------------------------------------------------------------- #
+
+
+@st.composite
+def lif_cases(draw):
+    shape = (
+        draw(st.integers(1, 6)),
+        draw(st.integers(1, 3)),
+        *draw(st.lists(st.integers(1, 23), min_size=1, max_size=2)),
+    )
+    return dict(
+        shape=shape,
+        reset=draw(st.sampled_from(RESETS)),
+        surrogate=draw(st.sampled_from(SURROGATES)),
+        detach_reset=draw(st.booleans()),
+        beta_kind=draw(st.sampled_from(["float", "scalar", "per_neuron", "full"])),
+        has_v0=draw(st.booleans()),
+        threshold=draw(st.sampled_from([1.0, 0.7, 1.3])),
+        grad=draw(st.sampled_from(["both", "both", "spikes", "v_last"])),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def _check_case(case, dtype):
+    x = lif_input(case["shape"], dtype, seed=case["seed"])
+    v0 = None
+    if case["has_v0"]:
+        v0 = lif_input(case["shape"][1:], dtype, seed=case["seed"] + 1, mean=0.2)
+    beta = make_beta(case["beta_kind"], x.shape[1:], seed=case["seed"] + 2)
+    check_against_reference(
+        x, v0, beta, grad=case["grad"], nontrivial=x.numel() >= 100, threshold=case["threshold"],
+        reset=case["reset"], surrogate=case["surrogate"], detach_reset=case["detach_reset"],
+    )
+
+
+_T1 = dict(shape=(1, 2, 33), reset="zero", surrogate=ATan(), detach_reset=False,
+           beta_kind="per_neuron", has_v0=True, threshold=1.0, grad="both", seed=0)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=lif_cases())
+@example(case=_T1)
+@example(case={**_T1, "shape": (4, 1, 1), "has_v0": False, "beta_kind": "scalar"})
+def test_random_cases_float32(case):
+    _check_case(case, torch.float32)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=lif_cases(), dtype=st.sampled_from(HALF))
+@example(case=_T1, dtype=torch.bfloat16)
+def test_random_cases_half(case, dtype):
+    _check_case(case, dtype)
+
+
+# --------------------------------------------------------------------------------------------- #
+# Known answers.
+# --------------------------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("dtype", [torch.float32] + HALF, ids=str)
+@pytest.mark.parametrize("k", [2, 4, 8])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_constant_input_fires_every_k_steps(dtype, k, reset):
+    """beta = 1, x = 1/k (exact in binary), threshold 1: the membrane climbs 1/k per step and fires
+    on steps k-1, 2k-1, ...; both resets bring it back to exactly 0."""
+    T = 3 * k + 1
+    x = torch.full((T, 2, 5), 1.0 / k, dtype=dtype, device=DEVICE)
+    spikes, v_last = lif_sequence(x, beta=1.0, threshold=1.0, reset=reset, backend="triton")
+    want = torch.zeros(T, dtype=dtype)
+    want[k - 1::k] = 1
+    assert torch.equal(spikes.cpu(), want[:, None, None].expand(T, 2, 5))
+    assert torch.equal(v_last.cpu(), torch.full((2, 5), 1.0 / k, dtype=dtype))
+
+
+def test_no_reset_fires_on_every_step_after_crossing():
+    x = torch.full((7, 1, 3), 0.25, device=DEVICE)
+    spikes, v_last = lif_sequence(x, beta=1.0, threshold=1.0, reset="none", backend="triton")
+    assert spikes[:, 0, 0].tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert torch.equal(v_last, torch.full((1, 3), 1.75, device=DEVICE))
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_straight_through_gradient_is_a_geometric_sum(beta):
+    """reset none + straight-through: dL/dx[t] for L = sum of all spikes is sum_{k<T-t} beta^k."""
+    T = 6
+    x = lif_input((T, 2, 9)).requires_grad_()
+    spikes, _ = lif_sequence(x, beta=beta, reset="none", surrogate="ste", backend="triton")
+    spikes.sum().backward()
+    want = torch.tensor([sum(beta**k for k in range(T - t)) for t in range(T)], device=DEVICE)
+    torch.testing.assert_close(x.grad, want[:, None, None].expand_as(x), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------- #
+# Launcher: layouts, inference, memory kept for backward, traffic figures, errors.
+# --------------------------------------------------------------------------------------------- #
+
+
+def test_non_contiguous_inputs():
+    base = lif_input((4, 11, 6, 2), seed=9)  # viewed as [T, B=2, 6, 11] through a transpose
+    x = base.permute(0, 3, 2, 1)
+    v0 = lif_input((11, 6, 2), seed=10, mean=0.2).permute(2, 1, 0)
+    assert not x.is_contiguous() and not v0.is_contiguous()
+    beta = make_beta("full", x.shape[1:]).transpose(0, 2).contiguous().transpose(0, 2)
+    check_against_reference(
+        x, v0, beta, threshold=1.0, reset="zero", surrogate="atan", detach_reset=False
+    )
+
+
+def test_expanded_grad_spikes():
+    """``spikes.sum()`` hands the backward a stride-0 gradient."""
+    x = lif_input((5, 2, 7)).requires_grad_()
+    y = x.detach().clone().requires_grad_()
+    lif_sequence(x, beta=0.8, backend="triton")[0].sum().backward()
+    lif_sequence(y, beta=0.8, backend="torch")[0].sum().backward()
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32] + HALF, ids=str)
+def test_inference_without_grad(dtype):
+    x = lif_input((5, 3, 17), dtype, seed=11)
+    beta = make_beta("per_neuron", x.shape[1:]).requires_grad_()
+    with torch.no_grad():
+        spikes, v_last = lif_sequence(x, beta=beta, reset="subtract", backend="triton")
+    want_s, want_v, _ = design_f32(x, None, beta.detach(), 1.0, "subtract")
+    assert_nontrivial(spikes)
+    assert torch.equal(spikes, want_s) and torch.equal(v_last, want_v)
+    assert not spikes.requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32] + HALF, ids=str)
+def test_kept_for_backward_is_one_value_per_neuron_step(dtype):
+    """The only [T, ...] tensor the layer keeps has the documented bytes per neuron-step."""
+    x = lif_input((6, 2, 5), dtype).requires_grad_()
+    kept = []
+
+    def pack(t):
+        kept.append(t)
+        return t
+
+    v0, beta = lif_input((2, 5)), make_beta("per_neuron", (2, 5))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        # validate=False: the NaN check's abs(x) would show up here (saved, then freed at once)
+        lif_sequence(x, v0, beta=beta, backend="triton", validate=False)
+    per_step = [t for t in kept if t.shape == x.shape]
+    assert len(per_step) == 1
+    assert per_step[0].element_size() == lif_saved_bytes_per_neuron_step(dtype)
+    assert sum(t.numel() * t.element_size() for t in kept) == (
+        x.numel() * lif_saved_bytes_per_neuron_step(dtype) + 2 * 10 * 4  # + v0, beta in float32
+    )
+
+
+def test_bytes_per_neuron_step():
+    assert lif_saved_bytes_per_neuron_step(torch.float32) == 4
+    assert lif_saved_bytes_per_neuron_step(torch.float16) == 2
+    assert lif_saved_bytes_per_neuron_step(torch.bfloat16) == 2
+    for dtype, b in ((torch.float32, 4), (torch.float16, 2), (torch.bfloat16, 2)):
+        assert lif_bytes_per_neuron_step(dtype, backward=False) == 3 * b
+        assert lif_bytes_per_neuron_step(dtype, backward=False, training=False) == 2 * b
+        assert lif_bytes_per_neuron_step(dtype, backward=True) == 3 * b
+    with pytest.raises(TypeError, match="dtype"):
+        lif_bytes_per_neuron_step(torch.float64, backward=True)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_spike_is_read_back_from_the_sign_of_the_kept_membrane(dtype):
+    """Membranes within a float16 ulp of the threshold: u - threshold rounds to -0, +0 or a tiny
+    value; the backward must still see the forward's spikes (zero reset: dv/du jumps by 1)."""
+    threshold = 0.5
+    tiny = 2.0 ** -25                      # half of float16's smallest subnormal: rounds to 0
+    v0 = torch.tensor([[threshold - tiny, threshold, threshold + tiny, threshold - 2 * tiny,
+                        threshold + 2 * tiny, threshold - 0.25, threshold + 0.25]], device=DEVICE)
+    assert v0.dtype == torch.float32  # v0 keeps its own dtype: these values are not half values
+    x = torch.zeros((1,) + v0.shape, dtype=dtype, device=DEVICE)
+    params = dict(threshold=threshold, reset="zero", surrogate="atan", detach_reset=False)
+    ref = run("torch", x, v0, 1.0, grad="v_last", **params)
+    got = run("triton", x, v0, 1.0, grad="v_last", **params)
+    assert ref[0].flatten().tolist() == [0, 1, 1, 0, 1, 0, 1]
+    assert torch.equal(got[0], ref[0])
+    assert_grads_close(got[2], ref[2], dtype)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # v_last is -inf in float16
+def test_float16_membrane_beyond_float16_range_gives_finite_gradients():
+    """u - threshold is kept in float16, saturated at 65504: a membrane that leaves the float16
+    range must not turn the reset's derivative into inf * 0."""
+    x = torch.full((4, 1, 8), -6.0e4, dtype=torch.float16, device=DEVICE)
+    x[:, :, ::2] = 2.0
+    ref = run("torch", x, None, 1.0, reset="zero", surrogate="atan", threshold=1.0)
+    got = run("triton", x, None, 1.0, reset="zero", surrogate="atan", threshold=1.0)
+    assert torch.equal(got[0], ref[0])
+    assert torch.isfinite(got[2]["x"].float()).all()
+    torch.testing.assert_close(got[2]["x"], ref[2]["x"], rtol=4e-3, atol=1e-6)
+
+
+def test_surrogate_without_kernel_is_refused():
+    @dataclass(frozen=True)
+    class Custom(Surrogate):
+        name: ClassVar[str] = "custom"
+
+        def grad_(self, x):
+            return x.fill_(1)
+
+    with pytest.raises(ValueError, match="backend='torch'"):
+        lif_sequence(lif_input((2, 1, 3)), beta=0.5, surrogate=Custom(), backend="triton")
+
+
+def test_empty_batch():
+    x = torch.zeros((3, 0, 4), device=DEVICE, requires_grad=True)
+    spikes, v_last = LIFTritonFunction.apply(x, None, 0.5, 1.0, "zero", ATan(), False)
+    assert spikes.shape == (3, 0, 4) and v_last.shape == (0, 4)
+    spikes.sum().backward()
+    assert x.grad.shape == x.shape
