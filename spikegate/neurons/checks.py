@@ -20,6 +20,11 @@ def triton_interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+@torch.no_grad()
+def _all_finite(x: torch.Tensor) -> bool:
+    return bool(torch.isfinite(x).all())
+
+
 def check_sequence(x: object, name: str = "x", *, finite: bool = True) -> torch.Tensor:
     """Check a time-major sequence ``[T, B, ...]`` with ``T >= 1``."""
     if not isinstance(x, torch.Tensor):
@@ -35,7 +40,7 @@ def check_sequence(x: object, name: str = "x", *, finite: bool = True) -> torch.
         )
     if x.shape[0] == 0:
         raise ValueError(f"{name}: expected T >= 1 time steps, got T = 0 (shape {tuple(x.shape)})")
-    if finite and x.numel() and not bool(torch.isfinite(x).all()):
+    if finite and x.numel() and not _all_finite(x):
         raise ValueError(f"{name}: expected finite values, got NaN or Inf")
     return x
 

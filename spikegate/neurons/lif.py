@@ -56,8 +56,9 @@ def _after_reset(u, keep, threshold: float, reset: str, out: torch.Tensor) -> to
     if reset == "zero":
         return torch.mul(u, keep, out=out)
     if reset == "subtract":
-        # u - threshold * s with s = 1 - keep: the product is exact, so this rounds like the kernel
-        return torch.sub(u, threshold, out=out).addcmul_(keep, torch.full_like(keep, threshold))
+        # u + (-s * threshold) with s = 1 - keep: the product is exact, so the one rounding is the
+        # kernel's, and a neuron that did not fire keeps u bit for bit
+        return torch.sub(keep, 1, out=out).mul_(threshold).add_(u)
     return u
 
 
@@ -87,8 +88,10 @@ class LIFTorchFunction(torch.autograd.Function):
             s.copy_(keep).neg_().add_(1)
             v = _after_reset(u, keep, threshold, reset, v_buf)
         ctx.save_for_backward(u_all, v0)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         ctx.beta = beta_c
         ctx.beta_shape = beta.shape if isinstance(beta, torch.Tensor) else None
+        ctx.beta_dtype = beta.dtype if isinstance(beta, torch.Tensor) else None
         ctx.args = (threshold, reset, surrogate, detach_reset, x.dtype)
         return spikes, v.to(x.dtype, copy=True)
 
@@ -133,7 +136,7 @@ class LIFTorchFunction(torch.autograd.Function):
             gbeta.addcmul_(gu_next, v0.to(u_all.dtype))
         grad_x = gx.to(x_dtype) if need_x else None
         grad_v0 = gv.to(v0.dtype) if (need_v0 and v0 is not None) else None
-        grad_beta = gbeta.sum_to_size(ctx.beta_shape).to(beta.dtype) if gbeta is not None else None
+        grad_beta = gbeta.sum_to_size(ctx.beta_shape).to(ctx.beta_dtype) if gbeta is not None else None
         return grad_x, grad_v0, grad_beta, None, None, None, None
 
 
