@@ -44,11 +44,12 @@ def _state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _not_spiking(u: torch.Tensor, threshold: float, out: torch.Tensor) -> torch.Tensor:
+def _not_spiking(u: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``1 - s = (u < threshold)`` as 0/1 floats written into ``out``, from float ops only: on the
     CPU, comparisons that produce bool tensors (and arithmetic with them) cost several times a
-    float op. Exact: ``threshold - u > 0`` exactly when ``u < threshold`` in IEEE arithmetic."""
-    return torch.neg(u, out=out).add_(threshold).clamp_min_(0).sign_()
+    float op. Exact: ``threshold - u > 0`` exactly when ``u < threshold`` in IEEE arithmetic.
+    ``threshold`` is a 0-dim tensor of u's dtype."""
+    return torch.sub(threshold, u, out=out).clamp_min_(0).sign_()
 
 
 def _after_reset(u, keep, threshold: float, reset: str, out: torch.Tensor) -> torch.Tensor:
@@ -62,31 +63,42 @@ def _after_reset(u, keep, threshold: float, reset: str, out: torch.Tensor) -> to
     return u
 
 
+# Elements per time block in the backward pass: a few [block, ...] buffers stay in cache.
+_BLOCK_ELEMENTS = 1 << 18
+
+
 class LIFTorchFunction(torch.autograd.Function):
     """Reference LIF over ``T`` steps, walking time in a plain loop without a per-step graph.
 
     Keeps for backward only the membrane ``u [T, ...]`` in the state dtype (4 bytes per
     neuron-step for float32 and half inputs, 8 for float64); spikes and ``v[t-1]`` are recomputed
-    from it. Every step works in place on a few ``[B, ...]`` scratch buffers: they stay in cache,
-    and the loop allocates nothing.
+    from it. The forward works in place on ``[B, ...]`` scratch buffers, so its loop allocates
+    nothing. The backward is a linear recurrence, ``gu[t] = a[t] + c[t] * gu[t+1]`` with
+    ``a = dL/ds * ds/du`` and ``c = dv/du * beta``: ``a`` and ``c`` are computed for blocks of time
+    steps at once (about 1 MB each, so they stay in cache), leaving one fused op per step.
     """
 
     @staticmethod
     def forward(ctx, x, v0, beta, threshold, reset, surrogate, detach_reset):
         cdt = _state_dtype(x.dtype)
         beta_c = beta.detach().to(cdt) if isinstance(beta, torch.Tensor) else beta
+        th = torch.tensor(threshold, dtype=cdt, device=x.device)
         step = x.shape[1:]
         v = torch.zeros(step, dtype=cdt, device=x.device) if v0 is None else v0.detach().to(cdt)
         u_all = torch.empty(x.shape, dtype=cdt, device=x.device)
         spikes = torch.empty_like(x)
-        keep = torch.empty(step, dtype=cdt, device=x.device)
+        # keep = 1 - s goes straight into the spike buffer when the dtypes allow; flipped at the end
+        keep_in_spikes = spikes.dtype == cdt
+        keep_buf = None if keep_in_spikes else torch.empty(step, dtype=cdt, device=x.device)
         v_buf = torch.empty(step, dtype=cdt, device=x.device)
         for x_t, u, s in zip(x.unbind(0), u_all.unbind(0), spikes.unbind(0)):
             torch.mul(v, beta_c, out=u)
             u.add_(x_t)
-            _not_spiking(u, threshold, keep)
-            s.copy_(keep).neg_().add_(1)
+            keep = _not_spiking(u, th, s if keep_in_spikes else keep_buf)
+            if not keep_in_spikes:
+                s.copy_(keep)
             v = _after_reset(u, keep, threshold, reset, v_buf)
+        spikes.neg_().add_(1)
         ctx.save_for_backward(u_all, v0)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         ctx.beta = beta_c
@@ -101,41 +113,52 @@ class LIFTorchFunction(torch.autograd.Function):
         threshold, reset, surrogate, detach_reset, x_dtype = ctx.args
         beta = ctx.beta
         need_x, need_v0, need_beta = ctx.needs_input_grad[:3]
-        gs_steps = None if grad_spikes is None else grad_spikes.unbind(0)
-        gx = torch.empty_like(u_all)                 # dL/du[t], which is dL/dx[t]
-        gv = torch.empty_like(u_all[0])              # dL/dv[t]
-        have_gv = grad_v_last is not None
-        if have_gv:
-            gv.copy_(grad_v_last)
-        gbeta = torch.zeros_like(u_all[0]) if need_beta else None
-        sg, keep, dvdu = (torch.empty_like(u_all[0]) for _ in range(3))
-        gu_next = None
-        for t in range(u_all.shape[0] - 1, -1, -1):
-            u, gu = u_all[t], gx[t]
-            surrogate.grad_(torch.sub(u, threshold, out=sg))
-            _not_spiking(u, threshold, keep)
-            # dv[t]/du[t]; None means 1
+        T, step = u_all.shape[0], u_all.shape[1:]
+        th = torch.tensor(threshold, dtype=u_all.dtype, device=u_all.device)
+        gx = torch.empty_like(u_all)  # dL/du[t], which is dL/dx[t]
+        gbeta = torch.zeros(step, dtype=u_all.dtype, device=u_all.device) if need_beta else None
+        block = max(1, _BLOCK_ELEMENTS // max(1, u_all[0].numel()))
+        sg_buf, keep_buf, c_buf = (
+            torch.empty((min(block, T), *step), dtype=u_all.dtype, device=u_all.device) for _ in range(3)
+        )
+        for t1 in range(T, 0, -block):
+            t0 = max(0, t1 - block)
+            u, gu = u_all[t0:t1], gx[t0:t1]
+            sg = surrogate.grad_(torch.sub(u, threshold, out=sg_buf[: t1 - t0]))
+            keep = _not_spiking(u, th, keep_buf[: t1 - t0])
             if reset == "zero":
-                slope = keep if detach_reset else torch.addcmul(keep, u, sg, value=-1, out=dvdu)
+                dvdu = keep if detach_reset else torch.addcmul(keep, u, sg, value=-1, out=c_buf[: t1 - t0])
             elif reset == "subtract" and not detach_reset:
-                slope = torch.mul(sg, -threshold, out=dvdu).add_(1)
+                dvdu = torch.mul(sg, -threshold, out=c_buf[: t1 - t0]).add_(1)
             else:
-                slope = None
-            if gs_steps is not None:
-                torch.mul(gs_steps[t], sg, out=gu)
+                dvdu = None  # dv/du = 1
+            if grad_spikes is not None:
+                torch.mul(grad_spikes[t0:t1], sg, out=gu)
             else:
                 gu.zero_()
-            if have_gv:
-                gu.add_(gv) if slope is None else gu.addcmul_(gv, slope)
-            if gbeta is not None and gu_next is not None:
-                # u[t+1] = beta * v[t] + x[t+1]
-                gbeta.addcmul_(gu_next, _after_reset(u, keep, threshold, reset, dvdu))
-            torch.mul(gu, beta, out=gv)
-            have_gv, gu_next = True, gu
+            if t1 == T and grad_v_last is not None:
+                gu[-1].add_(grad_v_last) if dvdu is None else gu[-1].addcmul_(grad_v_last, dvdu[-1])
+            # c[t] = dv[t]/du[t] * beta, the factor carrying gu[t+1] back to gu[t]
+            c = torch.mul(dvdu, beta, out=c_buf[: t1 - t0]) if dvdu is not None else None
+            for t in range(t1 - 1, t0 - 1, -1):
+                if t + 1 < T:
+                    if c is None:
+                        gx[t].add_(gx[t + 1], alpha=beta) if not isinstance(beta, torch.Tensor) \
+                            else gx[t].addcmul_(gx[t + 1], beta)
+                    else:
+                        gx[t].addcmul_(c[t - t0], gx[t + 1])
+            if gbeta is not None:
+                # u[t] = beta * v[t-1] + x[t]: pair gu[t] with v[t-1] for t >= 1 in this block
+                lo = max(t0, 1)
+                if lo < t1:
+                    prev = u_all[lo - 1:t1 - 1]
+                    keep_prev = _not_spiking(prev, th, keep_buf[: t1 - lo])
+                    v_prev = _after_reset(prev, keep_prev, threshold, reset, sg_buf[: t1 - lo])
+                    gbeta.add_(torch.mul(v_prev, gx[lo:t1], out=c_buf[: t1 - lo]).sum(0))
         if gbeta is not None and v0 is not None:
-            gbeta.addcmul_(gu_next, v0.to(u_all.dtype))
+            gbeta.addcmul_(gx[0], v0.to(u_all.dtype))
         grad_x = gx.to(x_dtype) if need_x else None
-        grad_v0 = gv.to(v0.dtype) if (need_v0 and v0 is not None) else None
+        grad_v0 = (gx[0] * beta).to(v0.dtype) if (need_v0 and v0 is not None) else None
         grad_beta = gbeta.sum_to_size(ctx.beta_shape).to(ctx.beta_dtype) if gbeta is not None else None
         return grad_x, grad_v0, grad_beta, None, None, None, None
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from spikegate.neurons import LIF, lif_sequence
+from spikegate.neurons import lif as lif_module
 
 RESETS = ["zero", "subtract", "none"]
 
@@ -80,7 +81,10 @@ def test_forward_matches_equations_bit_for_bit(reset, beta_kind, dtype):
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("detach_reset", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gradients_match_unrolled_autograd(reset, detach_reset, dtype):
+@pytest.mark.parametrize("steps_per_block", [None, 5])
+def test_gradients_match_unrolled_autograd(reset, detach_reset, dtype, steps_per_block, monkeypatch):
+    if steps_per_block:  # the backward walks time in blocks; make 12 steps span 3 uneven blocks
+        monkeypatch.setattr(lif_module, "_BLOCK_ELEMENTS", steps_per_block * 4 * 5)
     x = lif_input((12, 4, 5), dtype).requires_grad_()
     v0 = lif_input((4, 5), dtype, seed=2).requires_grad_()
     beta = torch.linspace(0.3, 0.95, 5, dtype=dtype).requires_grad_()
@@ -237,6 +241,16 @@ def test_bad_input_is_named(kwargs, exc, pattern):
     v0 = call.pop("v0", None)
     with pytest.raises(exc, match=pattern):
         lif_sequence(x, v0, **call)
+
+
+def test_finite_check_is_exact_when_the_sum_overflows():
+    big = torch.full((4, 2, 3), 3e38)  # finite, but its float32 sum is not
+    lif_sequence(big, beta=0.5, backend="torch")
+    big[2, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match="x: expected finite"):
+        lif_sequence(big, beta=0.5, backend="torch")
+    with pytest.raises(ValueError, match="x: expected finite"):
+        lif_sequence(torch.tensor([[float("inf"), -float("inf")]]), beta=0.5, backend="torch")
 
 
 def test_triton_backend_on_cpu_without_interpreter(monkeypatch):
