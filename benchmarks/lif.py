@@ -48,6 +48,7 @@ try:
 except ImportError:  # pragma: no cover - depends on how the harness is started
     sys.path.insert(0, str(_REPO))
 
+from spikegate.neurons.checks import triton_interpreter_enabled  # noqa: E402
 from spikegate.neurons.lif import lif_sequence  # noqa: E402
 
 BETA = 0.5  # = 1 - 1/tau with tau = 2 (SpikingJelly), tau_mem_inv = 0.5 (Norse)
@@ -262,14 +263,17 @@ def _snntorch(device: torch.device) -> Impl:
 def build_impl(name: str, device: torch.device, cfg: Config) -> "Impl | str":
     """The implementation called ``name``, or a string saying why it is skipped."""
     if name == "ours-triton":
-        if device.type != "cuda":
-            return "CUDA only (the Triton kernels need a GPU)"
+        interpreted = device.type != "cuda" and triton_interpreter_enabled()
+        if device.type != "cuda" and not interpreted:
+            return "CUDA only (the Triton kernels need a GPU; TRITON_INTERPRET=1 runs them slowly on the CPU)"
         try:
             import spikegate.kernels.lif  # noqa: F401
         except ImportError as err:
             return f"spikegate.kernels.lif not importable: {err}"
-        return Impl("spikegate triton", _ours("triton", cfg.validate),
-                    note="" if cfg.validate else "validate=False")
+        notes = ["validate=False"] if not cfg.validate else []
+        if interpreted:
+            notes.append("Triton CPU interpreter: a correctness run, its time means nothing")
+        return Impl("spikegate triton", _ours("triton", cfg.validate), note="; ".join(notes))
     if name == "ours-torch":
         return Impl("spikegate torch", _ours("torch", cfg.validate),
                     note="" if cfg.validate else "validate=False")
