@@ -48,10 +48,19 @@ def _limit(dataset: Dataset, n: int | None) -> Dataset:
     return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
 
 
+# Settings that change where or how fast a run computes, not what its checkpoint holds.
+_NOT_FINGERPRINTED = {"neuron": ("backend",), "dataset": ("root",)}
+
+
 def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
     """What a checkpoint must agree on to be loaded into this run's model."""
-    keep = {k: cfg[k] for k in ("model", "neuron", "dataset") if k in cfg}
-    return OmegaConf.to_container(OmegaConf.create(keep), resolve=True)  # type: ignore[return-value]
+    keep = OmegaConf.to_container(
+        OmegaConf.create({k: cfg[k] for k in ("model", "neuron", "dataset") if k in cfg}), resolve=True
+    )
+    for group, keys in _NOT_FINGERPRINTED.items():
+        for key in keys:
+            keep.get(group, {}).pop(key, None)  # type: ignore[union-attr]
+    return keep  # type: ignore[return-value]
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
@@ -107,9 +116,6 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             raise ValueError(f"trainer.{key}: expected an integer >= 1, got {tcfg[key]!r}")
     if not (isinstance(tcfg.lr, (int, float)) and tcfg.lr > 0):
         raise ValueError(f"trainer.lr: expected a number > 0, got {tcfg.lr!r}")
-    resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    atomic_write(run_dir / "config.yaml", lambda file: file.write(resolved.encode()))
-
     torch.manual_seed(cfg.seed)
     device = _device(tcfg.device)
     data = instantiate(cfg.dataset)
@@ -138,33 +144,44 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         history, start_epoch, wall_before = state["history"], state["epoch"], state["wall_s"]
+        if start_epoch >= tcfg.epochs:
+            raise CheckpointError(
+                f"trainer.resume: {resume_from} already holds {start_epoch} of trainer.epochs="
+                f"{tcfg.epochs} epochs; nothing left to train"
+            )
         print(f"resumed from {resume_from} after epoch {start_epoch}")
+    # written once the checkpoint is known to fit, so a refused resume leaves the old config
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    atomic_write(run_dir / "config.yaml", lambda file: file.write(resolved.encode()))
+    last_good = resume_from
 
     t0 = time.perf_counter()
     for epoch in range(start_epoch, tcfg.epochs):
         model.train()
         order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         loader = DataLoader(train_set, batch_size=tcfg.batch_size, shuffle=True, generator=order)
-        loss_sum = correct = seen = 0.0
+        loss_sum, seen = 0.0, 0
+        correct = torch.zeros((), dtype=torch.long, device=device)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not tcfg.progress)
         for step, (x, y) in enumerate(bar):
             x, y = x.transpose(0, 1).to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             result = rule.step(model, x, y)
-            if not torch.isfinite(result.loss):
-                last = str(ckpt_path) if ckpt_path.exists() and epoch > 0 else "none yet"
+            loss = float(result.loss)  # the one host sync per step
+            if not math.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"training stopped: loss is {float(result.loss)} at epoch {epoch + 1}, "
-                    f"step {step + 1}; last good checkpoint: {last}"
+                    f"training stopped: loss is {loss} at epoch {epoch + 1}, step {step + 1}; "
+                    f"last good checkpoint: {last_good or 'none yet'}"
                 )
             optimizer.step()
             schedule.step()
-            loss_sum += float(result.loss) * y.shape[0]
-            correct += float((result.logits.argmax(1) == y).sum())
+            loss_sum += loss * y.shape[0]
+            correct += (result.logits.argmax(1) == y).sum()
             seen += y.shape[0]
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         scores = evaluate(model, test_loader, device)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen, **scores}
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": int(correct) / seen,
+               **scores}
         history.append(row)
         wall = wall_before + time.perf_counter() - t0
         save_checkpoint(ckpt_path, {
@@ -172,14 +189,13 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             "schedule": schedule.state_dict(), "epoch": epoch + 1, "history": history,
             "wall_s": wall, "fingerprint": fingerprint,
         })
+        last_good = ckpt_path
         tqdm.write(
             f"epoch {epoch + 1:>3}/{tcfg.epochs}  loss {row['train_loss']:.4f}  "
             f"train {100 * row['train_accuracy']:5.1f}%  test {100 * row['test_accuracy']:5.1f}%  "
             f"spike rate {row['spike_rate']:.3f}"
         )
 
-    if not history:
-        raise CheckpointError(f"trainer.resume: the checkpoint already holds all {tcfg.epochs} epochs")
     final = history[-1]
     metrics = {
         "test_accuracy": final["test_accuracy"],

@@ -70,10 +70,44 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     assert resumed["epochs"] == 3 and len(resumed["history"]) == 3
 
 
-def test_resume_refuses_checkpoint_of_another_model(tmp_path):
+def test_resume_refuses_checkpoint_of_another_model_and_keeps_its_config(tmp_path):
     train_module.run(config("trainer.epochs=1"), tmp_path)
+    before = (tmp_path / "config.yaml").read_text()
     with pytest.raises(CheckpointError, match="another configuration"):
         train_module.run(config("trainer.epochs=2", "trainer.resume=true", "model.hidden=[16]"), tmp_path)
+    assert (tmp_path / "config.yaml").read_text() == before
+
+
+def test_resume_ignores_backend_and_data_location(tmp_path):
+    train_module.run(config("trainer.epochs=1"), tmp_path)
+    resumed = train_module.run(config("trainer.epochs=2", "trainer.resume=true", "neuron.backend=torch"), tmp_path)
+    assert resumed["epochs"] == 2
+    here, moved = (train_module._fingerprint(config("dataset=event_digits", f"dataset.root={root}"))
+                   for root in (tmp_path / "a", tmp_path / "b"))
+    assert here == moved and "root" not in here["dataset"]
+    assert here != train_module._fingerprint(config("dataset=event_digits", "dataset.time_steps=9"))
+
+
+def test_resume_of_a_finished_run_says_so(tmp_path):
+    train_module.run(config("trainer.epochs=1"), tmp_path)
+    with pytest.raises(CheckpointError, match=r"already holds 1 of trainer.epochs=1 epochs"):
+        train_module.run(config("trainer.epochs=1", "trainer.resume=true"), tmp_path)
+
+
+def test_non_finite_loss_right_after_resume_names_the_resumed_checkpoint(tmp_path, monkeypatch):
+    train_module.run(config("trainer.epochs=1"), tmp_path / "first")
+    real_step = SurrogateGradient.step
+
+    def nan_step(self, model, x, y):
+        result = real_step(self, model, x, y)
+        result.loss = torch.tensor(float("inf"))
+        return result
+
+    monkeypatch.setattr(SurrogateGradient, "step", nan_step)
+    source = tmp_path / "first" / "checkpoint.pt"
+    with pytest.raises(train_module.NonFiniteLossError,
+                       match=rf"loss is inf at epoch 2, step 1; last good checkpoint: {source}"):
+        train_module.run(config("trainer.epochs=2", f"trainer.resume={source}"), tmp_path / "second")
 
 
 def test_resume_without_checkpoint_names_the_path(tmp_path):
