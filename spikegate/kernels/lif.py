@@ -66,6 +66,7 @@ import torch
 import triton
 import triton.language as tl
 
+from spikegate.neurons.checks import KERNEL_DTYPES
 from spikegate.neurons.surrogate import Surrogate
 
 __all__ = [
@@ -283,7 +284,7 @@ def lif_bytes_per_neuron_step(dtype: torch.dtype, *, backward: bool, training: b
 
 
 def _check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if dtype not in KERNEL_DTYPES:
         raise TypeError(f"dtype: the LIF kernels take float32, float16, bfloat16, got {dtype}")
     return dtype
 
@@ -349,15 +350,15 @@ def _lif_forward(x, v0, beta, threshold, reset, *, save):
     T, step_shape = x.shape[0], x.shape[1:]
     m = step_shape.numel()
     v0_f32, beta_f32, beta_scalar = _per_neuron_inputs(x, v0, beta)
-    spikes = torch.empty_like(x)
-    v_last = torch.empty(step_shape, dtype=x.dtype, device=x.device)
-    kept_dtype = torch.float32 if x.dtype == torch.float32 else x.dtype
-    kept = torch.empty(x.shape, dtype=kept_dtype, device=x.device) if save else None
     if m > _MAX_NEURONS:
         raise ValueError(
             f"x: the LIF kernels take at most {_MAX_NEURONS} neurons per step (int32 offsets "
             f"within a step), got {m} (shape {tuple(x.shape)})"
         )
+    spikes = torch.empty_like(x)
+    v_last = torch.empty(step_shape, dtype=x.dtype, device=x.device)
+    kept_dtype = x.dtype  # float32 keeps u; half keeps u - threshold in its own dtype
+    kept = torch.empty(x.shape, dtype=kept_dtype, device=x.device) if save else None
     if m > 0:
         block, num_warps = _launch_config(m, x.device)
         with _on_device(x.device):

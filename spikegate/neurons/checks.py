@@ -6,6 +6,8 @@ without reading the source.
 
 from __future__ import annotations
 
+import importlib.util
+import numbers
 import os
 from typing import Optional
 
@@ -78,45 +80,60 @@ def check_positive(value: float, name: str) -> float:
     return value
 
 
-def check_decay(beta: object, x: torch.Tensor, name: str = "beta") -> None:
-    """``beta`` must be a float or a tensor broadcastable to the step shape, with values in (0, 1]."""
-    if isinstance(beta, torch.Tensor):
-        try:
-            torch.broadcast_shapes(beta.shape, x.shape[1:])
-        except RuntimeError:
-            raise ValueError(
-                f"{name}: expected a tensor broadcastable to the step shape {tuple(x.shape[1:])}, "
-                f"got shape {tuple(beta.shape)}"
-            ) from None
-        if torch.broadcast_shapes(beta.shape, x.shape[1:]) != x.shape[1:]:
-            raise ValueError(
-                f"{name}: shape {tuple(beta.shape)} would broadcast the step shape "
-                f"{tuple(x.shape[1:])} to a larger one"
-            )
-        if beta.device != x.device:
-            raise ValueError(f"{name}: expected device {x.device}, got {beta.device}")
+def check_decay_value(beta: object, name: str = "beta") -> float:
+    """A scalar decay: a real number in (0, 1]."""
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
+        raise TypeError(f"{name}: expected a float or a tensor, got {type(beta).__name__}")
+    if not (0 < beta <= 1):
+        raise ValueError(f"{name}: expected a value in (0, 1], got {beta!r}")
+    return float(beta)
+
+
+def check_decay(beta: object, x: torch.Tensor, name: str = "beta", *, values: bool = True) -> None:
+    """``beta`` must be a real number or a tensor broadcastable to the step shape, with values in
+    (0, 1]; ``values=False`` skips reading a tensor's values (a host sync on CUDA)."""
+    if not isinstance(beta, torch.Tensor):
+        check_decay_value(beta, name)
+        return
+    try:
+        shape = torch.broadcast_shapes(beta.shape, x.shape[1:])
+    except RuntimeError:
+        raise ValueError(
+            f"{name}: expected a tensor broadcastable to the step shape {tuple(x.shape[1:])}, "
+            f"got shape {tuple(beta.shape)}"
+        ) from None
+    if shape != x.shape[1:]:
+        raise ValueError(
+            f"{name}: shape {tuple(beta.shape)} would broadcast the step shape "
+            f"{tuple(x.shape[1:])} to a larger one"
+        )
+    if beta.device != x.device:
+        raise ValueError(f"{name}: expected device {x.device}, got {beta.device}")
+    if values and beta.numel():
         with torch.no_grad():
             low, high = float(beta.min()), float(beta.max())
         if not (low > 0 and high <= 1):
             raise ValueError(f"{name}: expected values in (0, 1], got range [{low}, {high}]")
-        return
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise TypeError(f"{name}: expected a float or a tensor, got {type(beta).__name__}")
-    if not (0 < beta <= 1):
-        raise ValueError(f"{name}: expected a value in (0, 1], got {beta!r}")
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
     """Turn ``auto`` into ``triton`` (CUDA tensors) or ``torch``; check that ``triton`` can run."""
     check_choice(backend, "backend", BACKENDS)
     if backend == "auto":
-        return "triton" if x.is_cuda and x.dtype in KERNEL_DTYPES else "torch"
+        fused = x.is_cuda and x.dtype in KERNEL_DTYPES and triton_available()
+        return "triton" if fused else "torch"
     if backend == "triton":
         if x.dtype not in KERNEL_DTYPES:
             raise TypeError(
                 f"x: backend='triton' supports float32, float16, bfloat16, got {x.dtype} "
                 "(use backend='torch' for float64)"
             )
+        if not triton_available():
+            raise ValueError("backend: 'triton' needs the triton package, which is not installed")
         if not x.is_cuda and not triton_interpreter_enabled():
             raise ValueError(
                 f"backend: 'triton' needs a CUDA tensor, got one on {x.device}; "

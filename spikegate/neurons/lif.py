@@ -24,8 +24,10 @@ import torch
 from torch import nn
 
 from .checks import (
+    BACKENDS,
     check_choice,
     check_decay,
+    check_decay_value,
     check_positive,
     check_sequence,
     check_state,
@@ -186,21 +188,22 @@ def lif_sequence(
         surrogate: name or :class:`~spikegate.neurons.surrogate.Surrogate` for ds/du.
         detach_reset: stop the gradient through the reset.
         backend: ``"auto"`` (Triton on CUDA, torch elsewhere), ``"triton"`` or ``"torch"``.
-        validate: check x for NaN/Inf (one extra read of x); the shape checks always run.
+        validate: check values: x for NaN/Inf (one extra read of x) and a tensor beta for (0, 1];
+            the shape, dtype and device checks always run.
 
     Returns:
         ``(spikes [T, B, ...] (0/1, dtype of x), v_last [B, ...])``.
     """
     check_sequence(x, "x", finite=validate)
     check_state(v0, x, "v0")
-    check_decay(beta, x, "beta")
+    check_decay(beta, x, "beta", values=validate)
     threshold = check_positive(threshold, "threshold")
     check_choice(reset, "reset", RESETS)
     if not isinstance(detach_reset, bool):
         raise TypeError(f"detach_reset: expected a bool, got {type(detach_reset).__name__}")
     surrogate = get_surrogate(surrogate)
     backend = resolve_backend(backend, x)
-    if isinstance(beta, int):
+    if not isinstance(beta, torch.Tensor):
         beta = float(beta)
     if backend == "triton":
         from spikegate.kernels.lif import lif_triton
@@ -223,6 +226,8 @@ class LIF(nn.Module):
             one beta per neuron, and inputs are checked against it.
         stateful: keep ``v_last`` between calls and start the next call from it (``reset_state()``
             clears it); otherwise every call starts from ``v0`` or zeros.
+        validate: check input values on every call (see :func:`lif_sequence`); turn off to save a
+            read of the input and a host sync per call once a pipeline is known to be sound.
 
     ``forward(x [T, B, *shape], v0=None) -> (spikes [T, B, *shape], v_last [B, *shape])``.
     """
@@ -238,17 +243,18 @@ class LIF(nn.Module):
         shape: Optional[tuple[int, ...]] = None,
         stateful: bool = False,
         backend: str = "auto",
+        validate: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (0 < beta <= 1):
-            raise ValueError(f"beta: expected a float in (0, 1], got {beta!r}")
+        beta = check_decay_value(beta, "beta")
         if learn_beta and beta >= 1:
             raise ValueError(f"beta: a learnable beta must start below 1, got {beta!r}")
         self.threshold = check_positive(threshold, "threshold")
         self.reset = check_choice(reset, "reset", RESETS)
         self.surrogate: Surrogate = get_surrogate(surrogate)
         self.detach_reset = detach_reset
-        self.backend = check_choice(backend, "backend", ("auto", "triton", "torch"))
+        self.backend = check_choice(backend, "backend", BACKENDS)
+        self.validate = validate
         self.shape = tuple(shape) if shape is not None else None
         self.stateful = stateful
         self.v: Optional[torch.Tensor] = None
@@ -280,6 +286,7 @@ class LIF(nn.Module):
         spikes, v_last = lif_sequence(
             x, v0, beta=self.beta, threshold=self.threshold, reset=self.reset,
             surrogate=self.surrogate, detach_reset=self.detach_reset, backend=self.backend,
+            validate=self.validate,
         )
         if self.stateful:
             self.v = v_last.detach()

@@ -268,5 +268,40 @@ def test_module_rejects_batch_major_input():
     lif = LIF(beta=0.5, shape=(10,))
     with pytest.raises(ValueError, match=r"x: expected \[T, B, 10\] \(time-major\), got shape \(8, 10, 4\)"):
         lif(torch.zeros(8, 10, 4))
-    with pytest.raises(ValueError, match=r"beta: expected a float in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"beta: expected a value in \(0, 1\], got 2.0"):
         LIF(beta=2.0)
+    with pytest.raises(TypeError, match=r"beta: expected a float or a tensor, got str"):
+        LIF(beta="0.5")
+
+
+def test_numpy_scalar_beta_is_accepted():
+    x = lif_input((6, 2, 3))
+    s_np, _ = lif_sequence(x, beta=np.float32(0.75), backend="torch")
+    s_py, _ = lif_sequence(x, beta=0.75, backend="torch")
+    assert torch.equal(s_np, s_py)
+
+
+def test_empty_step_with_tensor_beta():
+    s, v = lif_sequence(torch.zeros(3, 2, 0), beta=torch.full((0,), 0.5), backend="torch")
+    assert s.shape == (3, 2, 0) and v.shape == (2, 0)
+
+
+def test_validate_false_skips_value_checks_but_not_shape_checks():
+    x = torch.tensor([[[float("nan")]]])
+    lif_sequence(x, beta=torch.tensor([2.0]), backend="torch", validate=False)
+    with pytest.raises(ValueError, match="v0: expected shape"):
+        lif_sequence(x, torch.zeros(5), beta=0.5, backend="torch", validate=False)
+    lif = LIF(beta=0.5, validate=False, backend="torch")
+    lif(x)
+    with pytest.raises(ValueError, match="x: expected finite"):
+        LIF(beta=0.5, backend="torch")(x)
+
+
+def test_auto_backend_falls_back_to_torch_without_triton(monkeypatch):
+    from spikegate.neurons import checks
+
+    monkeypatch.setattr(checks, "triton_available", lambda: False)
+    x = torch.zeros(2, 1, 1)
+    assert checks.resolve_backend("auto", x) == "torch"
+    with pytest.raises(ValueError, match="backend: 'triton' needs the triton package"):
+        checks.resolve_backend("triton", x)
