@@ -48,6 +48,7 @@ try:
 except ImportError:  # pragma: no cover - depends on how the harness is started
     sys.path.insert(0, str(_REPO))
 
+from spikegate.atomic import atomic_write  # noqa: E402
 from spikegate.neurons.checks import triton_interpreter_enabled  # noqa: E402
 from spikegate.neurons.lif import lif_sequence  # noqa: E402
 
@@ -459,7 +460,9 @@ def bench_shape(
             _sync(device)
             cases.append((row, case))
         except Exception as err:  # a peer that cannot run this dtype or shape: say why
-            row.status = "skipped" if _is_unsupported(err) else "error"
+            # a peer may lack a dtype or shape; any failure of ours is an error, never a skip
+            ours = row.impl.startswith("spikegate")
+            row.status = "skipped" if not ours and _is_unsupported(err) else "error"
             row.note = _join(f"{type(err).__name__}: {_first_line(err)}", row.note)
             _free(device)
 
@@ -821,11 +824,8 @@ def main(argv: Optional[list] = None) -> int:
     if not os.environ.get(_SJ_CHILD_ENV):
         print(report)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({**result, "command": command}, indent=2) if args.out.suffix == ".json" else report
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        atomic_write(args.out, lambda file: file.write(text.encode()))
     bad = [r for r in result["rows"] if r["status"] in ("mismatch", "error")]
     return 1 if bad else 0
 
