@@ -380,8 +380,7 @@ def test_kept_for_backward_is_one_value_per_neuron_step(dtype):
 
     v0, beta = lif_input((2, 5)), make_beta("per_neuron", (2, 5))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        # validate=False: the NaN check's abs(x) would show up here (saved, then freed at once)
-        lif_sequence(x, v0, beta=beta, backend="triton", validate=False)
+        lif_sequence(x, v0, beta=beta, backend="triton")
     per_step = [t for t in kept if t.shape == x.shape]
     assert len(per_step) == 1
     assert per_step[0].element_size() == lif_saved_bytes_per_neuron_step(dtype)
