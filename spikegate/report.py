@@ -23,7 +23,7 @@ def collect_runs(root: str | Path) -> list[dict]:
         overrides_path = run_dir / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
         metrics = json.loads(metrics_path.read_text())
-        rows.append({"run": str(run_dir.relative_to(root)) or ".", "overrides": " ".join(overrides or []),
+        rows.append({"run": str(run_dir.relative_to(root)), "overrides": " ".join(overrides or []),
                      **{k: metrics.get(k) for k in COLUMNS}})
     if not rows:
         raise FileNotFoundError(f"report: no metrics.json under {root}")

@@ -181,7 +181,8 @@ def dvs_events(
     Returns ``N`` structured arrays (``EVENT_DTYPE``) sorted by ``t``. A step from ``L0`` to ``L1``
     at a pixel with reference ``r`` gives ``floor(|L1 - r| / C)`` events of polarity
     ``L1 > r``; the event at level ``r +- j C`` gets time ``t0 + (t1 - t0) * (level - L0) /
-    (L1 - L0)``, rounded up to the microsecond and kept in ``[t0, t1 - 1]``.
+    (L1 - L0)``, taken as the last whole microsecond before that instant (``ceil(...) - 1``)
+    and kept in ``[t0, t1 - 1]``.
     """
     times_us = np.asarray(times_us, dtype=np.int64)
     frames: Iterator[np.ndarray] = iter(log_frames)
