@@ -95,7 +95,7 @@ class ActivityMonitor:
         def hook(module, inputs, output) -> None:
             x = inputs[0].detach()
             macs = _macs(module, x, output)
-            if bool((x >= 0).all()) and bool((x == x.round()).all()):
+            if bool(((x >= 0) & (x == x.round())).all()):  # one pass, one host sync
                 ops = macs * float(x.sum()) / x.numel()
                 self.totals.synops += ops
                 self.totals.layer_synops[name] = self.totals.layer_synops.get(name, 0.0) + ops
