@@ -1,6 +1,7 @@
 """The ``spikegate`` command.
 
     spikegate train [OVERRIDES...]         train with Hydra (``-m`` sweeps, ``--cfg job`` shows the config)
+    spikegate evaluate RUN_DIR             score a finished run's checkpoint on its test set again
     spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
     spikegate report DIR                   tabulate the metrics.json of the runs under DIR (a sweep)
 """
@@ -25,13 +26,17 @@ def _train(cfg: DictConfig) -> float:
 
     run_dir = HydraConfig.get().runtime.output_dir
     metrics = run(cfg, run_dir)
-    print(
-        f"\ntest accuracy {100 * metrics['test_accuracy']:.1f}%  |  spike rate {metrics['spike_rate']:.3f}  |  "
-        f"SynOps/inference {metrics['synops_per_inference']:.3g}  |  "
-        f"energy/inference {metrics['energy_pj_per_inference'] / 1e6:.3g} uJ  |  "
-        f"{metrics['epochs']} epochs in {metrics['wall_s']:.0f} s\nrun directory: {run_dir}"
-    )
+    print(f"\n{_summary(metrics)}  |  {metrics['epochs']} epochs in {metrics['wall_s']:.0f} s\n"
+          f"run directory: {run_dir}")
     return metrics["test_accuracy"]
+
+
+def _summary(scores: dict) -> str:
+    return (
+        f"test accuracy {100 * scores['test_accuracy']:.1f}%  |  spike rate {scores['spike_rate']:.3f}  |  "
+        f"SynOps/inference {scores['synops_per_inference']:.3g}  |  "
+        f"energy/inference {scores['energy_pj_per_inference'] / 1e6:.3g} uJ"
+    )
 
 
 def _bench(args: list[str]) -> int:
@@ -47,6 +52,22 @@ def _bench(args: list[str]) -> int:
         return 2
     module = runpy.run_path(str(script), run_name="spikegate_bench")
     return int(module["main"](rest) or 0)
+
+
+def _evaluate(args: list[str]) -> int:
+    from spikegate.checkpoint import CheckpointError
+    from spikegate.train import evaluate_run
+
+    if len(args) != 1:
+        print("usage: spikegate evaluate RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        scores = evaluate_run(args[0])
+    except CheckpointError as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(f"{_summary(scores)}  |  after {scores['epochs']} epochs")
+    return 0
 
 
 def _report(args: list[str]) -> int:
@@ -77,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(rest)
     if command == "report":
         return _report(rest)
-    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'bench', 'report']\n\nusage:\n{USAGE}",
+    if command == "evaluate":
+        return _evaluate(rest)
+    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'bench', 'report']\n\nusage:\n{USAGE}",
           file=sys.stderr)
     return 2
 

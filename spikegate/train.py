@@ -31,7 +31,7 @@ from spikegate.atomic import atomic_write, save_json
 from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spikegate.energy import ActivityMonitor
 
-__all__ = ["run", "evaluate", "NonFiniteLossError"]
+__all__ = ["run", "evaluate", "evaluate_run", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -77,6 +77,37 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
     return {"test_accuracy": correct / max(total, 1), **monitor.totals.per_inference()}
 
 
+def _build(cfg: DictConfig, device: torch.device):
+    """The dataset container and the model (with its learning rule prepared) that ``cfg`` names."""
+    data = instantiate(cfg.dataset)
+    neuron = instantiate(cfg.neuron)
+    model = instantiate(
+        cfg.model, input_shape=tuple(data.input_shape), num_classes=data.num_classes, neuron=neuron
+    ).to(device)
+    rule = instantiate(cfg.learning)
+    rule.prepare(model)
+    return data, model, rule
+
+
+def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, float]:
+    """Rebuild a finished run from its ``config.yaml`` and ``checkpoint.pt`` and score its test set.
+
+    Writes ``evaluation.json`` into ``run_dir`` (atomically) and returns the same scores."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise CheckpointError(f"evaluate: expected a run directory with config.yaml, got {run_dir}")
+    cfg = OmegaConf.load(config_path)
+    dev = _device(device)
+    data, model, _ = _build(cfg, dev)
+    state = load_checkpoint(run_dir, fingerprint=_fingerprint(cfg))
+    model.load_state_dict(state["model"])
+    test_set = _limit(data.test, cfg.trainer.max_test_samples)
+    scores = {**evaluate(model, DataLoader(test_set, batch_size=256), dev), "epochs": state["epoch"]}
+    save_json(run_dir / "evaluation.json", scores)
+    return scores
+
+
 def _resume_path(resume: Any, run_dir: Path) -> Path | None:
     if resume in (None, False, "false", ""):
         return None
@@ -118,15 +149,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"trainer.lr: expected a number > 0, got {tcfg.lr!r}")
     torch.manual_seed(cfg.seed)
     device = _device(tcfg.device)
-    data = instantiate(cfg.dataset)
+    data, model, rule = _build(cfg, device)
     train_set = _limit(data.train, tcfg.max_train_samples)
     test_set = _limit(data.test, tcfg.max_test_samples)
-    neuron = instantiate(cfg.neuron)
-    model = instantiate(
-        cfg.model, input_shape=tuple(data.input_shape), num_classes=data.num_classes, neuron=neuron
-    ).to(device)
-    rule = instantiate(cfg.learning)
-    rule.prepare(model)
 
     steps_per_epoch = math.ceil(len(train_set) / tcfg.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)

@@ -26,6 +26,21 @@ def test_train_prints_accuracy_and_writes_run_dir(tmp_path):
     assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
 
 
+def test_evaluate_scores_a_finished_run_again(tmp_path):
+    run_dir = tmp_path / "run"
+    assert spikegate("train", *QUICK, f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    out = spikegate("evaluate", str(run_dir), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    again = json.loads((run_dir / "evaluation.json").read_text())
+    # the same weights on the same test set: the same predictions and activity
+    assert again["test_accuracy"] == trained["test_accuracy"]
+    assert again["synops_per_inference"] == pytest.approx(trained["synops_per_inference"])
+    assert f"test accuracy {100 * again['test_accuracy']:.1f}%" in out.stdout
+    missing = spikegate("evaluate", str(tmp_path), cwd=tmp_path)
+    assert missing.returncode == 2 and "expected a run directory with config.yaml" in missing.stderr
+
+
 def test_multirun_sweeps_and_report_tabulates(tmp_path):
     sweep = tmp_path / "sweep"
     out = spikegate("train", "-m", *QUICK, "learning.surrogate=atan,triangle",
