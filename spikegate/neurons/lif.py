@@ -141,14 +141,10 @@ class LIFTorchFunction(torch.autograd.Function):
             if t1 == T and grad_v_last is not None:
                 gu[-1].add_(grad_v_last) if dvdu is None else gu[-1].addcmul_(grad_v_last, dvdu[-1])
             # c[t] = dv[t]/du[t] * beta, the factor carrying gu[t+1] back to gu[t]
-            c = torch.mul(dvdu, beta, out=c_buf[: t1 - t0]) if dvdu is not None else None
-            for t in range(t1 - 1, t0 - 1, -1):
-                if t + 1 < T:
-                    if c is None:
-                        gx[t].add_(gx[t + 1], alpha=beta) if not isinstance(beta, torch.Tensor) \
-                            else gx[t].addcmul_(gx[t + 1], beta)
-                    else:
-                        gx[t].addcmul_(c[t - t0], gx[t + 1])
+            c = c_buf[: t1 - t0]
+            torch.mul(dvdu, beta, out=c) if dvdu is not None else c.fill_(1).mul_(beta)
+            for t in range(min(t1, T - 1) - 1, t0 - 1, -1):
+                gx[t].addcmul_(c[t - t0], gx[t + 1])
             if gbeta is not None:
                 # u[t] = beta * v[t-1] + x[t]: pair gu[t] with v[t-1] for t >= 1 in this block
                 lo = max(t0, 1)
