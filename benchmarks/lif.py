@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -721,7 +721,7 @@ def markdown_report(result: dict, command: str) -> str:
            if meta.get("loadavg_1min") and None not in meta["loadavg_1min"] else ""),
         f"- date: {meta['date']}; commit: {meta['commit']}"
         + (" + uncommitted changes under spikegate/" if meta.get("dirty") else ""),
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- command: `{command}`",
         f"- timing: {meta['timing']}; {meta['warmup']} warm-up steps, {meta['repeats']} timed",
         f"- memory: {meta['memory']}",

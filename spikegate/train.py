@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from spikegate.arguments import check_int, check_real
 from spikegate.atomic import atomic_write, save_json
 from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spikegate.energy import ActivityMonitor
@@ -143,10 +144,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg.trainer
     for key in ("epochs", "batch_size"):
-        if not isinstance(tcfg[key], int) or tcfg[key] < 1:
-            raise ValueError(f"trainer.{key}: expected an integer >= 1, got {tcfg[key]!r}")
-    if not (isinstance(tcfg.lr, (int, float)) and tcfg.lr > 0):
-        raise ValueError(f"trainer.lr: expected a number > 0, got {tcfg.lr!r}")
+        check_int(tcfg[key], f"trainer.{key}", minimum=1)
+    check_real(tcfg.lr, "trainer.lr", strict=True)
     torch.manual_seed(cfg.seed)
     device = _device(tcfg.device)
     data, model, rule = _build(cfg, device)

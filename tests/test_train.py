@@ -134,8 +134,8 @@ def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("override, pattern", [
-    ("trainer.epochs=0", r"trainer.epochs: expected an integer >= 1, got 0"),
-    ("trainer.lr=-1", r"trainer.lr: expected a number > 0, got -1"),
+    ("trainer.epochs=0", r"trainer.epochs: expected an int >= 1, got 0"),
+    ("trainer.lr=-1", r"trainer.lr: expected a finite value > 0, got -1"),
 ])
 def test_bad_trainer_settings_are_named(tmp_path, override, pattern):
     with pytest.raises(ValueError, match=pattern):

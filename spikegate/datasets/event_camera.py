@@ -29,6 +29,8 @@ from typing import Optional, Union
 import numpy as np
 from tqdm import tqdm
 
+from spikegate.arguments import check_int, check_real
+
 __all__ = [
     "EVENT_DTYPE",
     "SaccadeCamera",
@@ -77,14 +79,14 @@ class SaccadeCamera:
                 f"sensor_size: expected (W, H), two positive ints, got {self.sensor_size!r}"
             )
         object.__setattr__(self, "sensor_size", (int(size[0]), int(size[1])))
-        _check_positive_int(self.image_size, "image_size")
-        _check_positive_int(self.saccade_duration_us, "saccade_duration_us")
-        _check_positive_int(self.dt_us, "dt_us")
-        _check_non_negative(self.saccade_amplitude, "saccade_amplitude")
-        _check_non_negative(self.contrast_threshold, "contrast_threshold", strict=True)
-        _check_non_negative(self.threshold_mismatch, "threshold_mismatch")
-        _check_non_negative(self.noise_rate_hz, "noise_rate_hz")
-        _check_non_negative(self.log_offset, "log_offset", strict=True)
+        check_int(self.image_size, "image_size", minimum=1)
+        check_int(self.saccade_duration_us, "saccade_duration_us", minimum=1)
+        check_int(self.dt_us, "dt_us", minimum=1)
+        check_real(self.saccade_amplitude, "saccade_amplitude")
+        check_real(self.contrast_threshold, "contrast_threshold", strict=True)
+        check_real(self.threshold_mismatch, "threshold_mismatch")
+        check_real(self.noise_rate_hz, "noise_rate_hz")
+        check_real(self.log_offset, "log_offset", strict=True)
 
     @property
     def duration_us(self) -> int:
@@ -96,21 +98,6 @@ class SaccadeCamera:
         """Rendering times ``[K + 1]`` (int64, microseconds) from 0 to ``duration_us``."""
         steps = math.ceil(self.duration_us / self.dt_us)
         return np.minimum(np.arange(steps + 1, dtype=np.int64) * self.dt_us, self.duration_us)
-
-
-def _check_positive_int(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name}: expected an int > 0, got {value!r}")
-
-
-def _check_non_negative(value: object, name: str, *, strict: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (strict and value == 0):
-        bound = "> 0" if strict else ">= 0"
-        raise ValueError(f"{name}: expected a finite float {bound}, got {value!r}")
 
 
 def saccade_offsets(times_us: np.ndarray, camera: SaccadeCamera) -> tuple[np.ndarray, np.ndarray]:

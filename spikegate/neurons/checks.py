@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from spikegate.arguments import check_choice, check_real
+
 BACKENDS = ("auto", "triton", "torch")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 TORCH_DTYPES = KERNEL_DTYPES + (torch.float64,)
@@ -65,19 +67,8 @@ def check_state(v0: Optional[torch.Tensor], x: torch.Tensor, name: str = "v0") -
         raise ValueError(f"{name}: expected device {x.device}, got {v0.device}")
 
 
-def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def check_positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
-    value = float(value)
-    if not (value > 0 and value < float("inf")):
-        raise ValueError(f"{name}: expected a finite value > 0, got {value!r}")
-    return value
+def check_positive(value: object, name: str) -> float:
+    return check_real(value, name, strict=True)
 
 
 def check_decay_value(beta: object, name: str = "beta") -> float:

@@ -21,6 +21,8 @@ from typing import ClassVar, Union
 
 import torch
 
+from spikegate.arguments import check_real
+
 __all__ = [
     "Surrogate",
     "ATan",
@@ -145,11 +147,8 @@ SurrogateLike = Union[str, Surrogate]
 
 def _check_positive(surrogate: Surrogate) -> None:
     for field in ("alpha", "slope", "width"):
-        value = getattr(surrogate, field, None)
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise ValueError(
-                f"surrogate: {surrogate.name} needs {field} > 0 and finite, got {value!r}"
-            )
+        if hasattr(surrogate, field):
+            check_real(getattr(surrogate, field), f"surrogate.{field}", strict=True)
 
 
 def get_surrogate(surrogate: SurrogateLike, **params: float) -> Surrogate:
