@@ -289,6 +289,7 @@ def _check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+@functools.lru_cache(maxsize=64)  # surrogates are frozen dataclasses; called a few times per step
 def _surrogate_constants(surrogate: Surrogate) -> tuple[int, float, float]:
     """``(kernel_id, c0, c1)`` for :func:`_surrogate_grad`. Constants that ``Surrogate.grad``
     forms from python floats (in double) are formed here the same way, then rounded to float32."""
