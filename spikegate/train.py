@@ -49,6 +49,15 @@ def _limit(dataset: Dataset, n: int | None) -> Dataset:
     return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
 
 
+def _test_loader(data, trainer_cfg: DictConfig) -> DataLoader:
+    return DataLoader(_limit(data.test, trainer_cfg.max_test_samples), batch_size=256)
+
+
+def _time_major(x: torch.Tensor, y: torch.Tensor, device: torch.device):
+    """A collated batch ``[B, T, ...]`` as the models take it: ``[T, B, ...]`` on ``device``."""
+    return x.transpose(0, 1).to(device), y.to(device)
+
+
 # Settings that change where or how fast a run computes, not what its checkpoint holds.
 _NOT_FINGERPRINTED = {"neuron": ("backend",), "dataset": ("root",)}
 
@@ -70,7 +79,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
     correct = total = 0
     with torch.no_grad(), ActivityMonitor(model) as monitor:
         for x, y in loader:
-            x, y = x.transpose(0, 1).to(device), y.to(device)
+            x, y = _time_major(x, y, device)
             logits = model(x)
             monitor.add_samples(y.shape[0])
             correct += int((logits.argmax(1) == y).sum())
@@ -103,8 +112,7 @@ def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, floa
     data, model, _ = _build(cfg, dev)
     state = load_checkpoint(run_dir, fingerprint=_fingerprint(cfg))
     model.load_state_dict(state["model"])
-    test_set = _limit(data.test, cfg.trainer.max_test_samples)
-    scores = {**evaluate(model, DataLoader(test_set, batch_size=256), dev), "epochs": state["epoch"]}
+    scores = {**evaluate(model, _test_loader(data, cfg.trainer), dev), "epochs": state["epoch"]}
     save_json(run_dir / "evaluation.json", scores)
     return scores
 
@@ -150,12 +158,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     device = _device(tcfg.device)
     data, model, rule = _build(cfg, device)
     train_set = _limit(data.train, tcfg.max_train_samples)
-    test_set = _limit(data.test, tcfg.max_test_samples)
 
     steps_per_epoch = math.ceil(len(train_set) / tcfg.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tcfg.epochs * steps_per_epoch)
-    test_loader = DataLoader(test_set, batch_size=256)
+    test_loader = _test_loader(data, tcfg)
 
     fingerprint = _fingerprint(cfg)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -188,7 +195,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         correct = torch.zeros((), dtype=torch.long, device=device)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not tcfg.progress)
         for step, (x, y) in enumerate(bar):
-            x, y = x.transpose(0, 1).to(device), y.to(device)
+            x, y = _time_major(x, y, device)
             optimizer.zero_grad(set_to_none=True)
             result = rule.step(model, x, y)
             loss = float(result.loss)  # the one host sync per step

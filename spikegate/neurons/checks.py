@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from spikegate.arguments import check_choice, check_real
+from spikegate.arguments import check_choice
 
 BACKENDS = ("auto", "triton", "torch")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -65,10 +65,6 @@ def check_state(v0: Optional[torch.Tensor], x: torch.Tensor, name: str = "v0") -
         )
     if v0.device != x.device:
         raise ValueError(f"{name}: expected device {x.device}, got {v0.device}")
-
-
-def check_positive(value: object, name: str) -> float:
-    return check_real(value, name, strict=True)
 
 
 def check_decay_value(beta: object, name: str = "beta") -> float:

@@ -23,12 +23,13 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from spikegate.arguments import check_real
+
 from .checks import (
     BACKENDS,
     check_choice,
     check_decay,
     check_decay_value,
-    check_positive,
     check_sequence,
     check_state,
     resolve_backend,
@@ -193,7 +194,7 @@ def lif_sequence(
     check_sequence(x, "x", finite=validate)
     check_state(v0, x, "v0")
     check_decay(beta, x, "beta", values=validate)
-    threshold = check_positive(threshold, "threshold")
+    threshold = check_real(threshold, "threshold", strict=True)
     check_choice(reset, "reset", RESETS)
     if not isinstance(detach_reset, bool):
         raise TypeError(f"detach_reset: expected a bool, got {type(detach_reset).__name__}")
@@ -245,7 +246,7 @@ class LIF(nn.Module):
         beta = check_decay_value(beta, "beta")
         if learn_beta and beta >= 1:
             raise ValueError(f"beta: a learnable beta must start below 1, got {beta!r}")
-        self.threshold = check_positive(threshold, "threshold")
+        self.threshold = check_real(threshold, "threshold", strict=True)
         self.reset = check_choice(reset, "reset", RESETS)
         self.surrogate: Surrogate = get_surrogate(surrogate)
         self.detach_reset = detach_reset
