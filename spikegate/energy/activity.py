@@ -9,7 +9,7 @@ SpikingJelly's ``estimate_simple_energy`` does: MAC 4.6 pJ, AC 0.9 pJ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -39,7 +39,6 @@ class ActivityTotals:
     neuron_steps: int = 0
     synops: float = 0.0
     dense_macs: float = 0.0
-    layer_synops: dict[str, float] = field(default_factory=dict)
 
     @property
     def spike_rate(self) -> float:
@@ -74,11 +73,11 @@ class ActivityMonitor:
         self.totals.samples += int(n)
 
     def __enter__(self) -> "ActivityMonitor":
-        for name, module in self.model.named_modules():
+        for module in self.model.modules():
             if isinstance(module, LIF):
                 self._handles.append(module.register_forward_hook(self._on_neuron))
             elif isinstance(module, (nn.Linear, nn.Conv2d)):
-                self._handles.append(module.register_forward_hook(self._synapse_hook(name)))
+                self._handles.append(module.register_forward_hook(self._on_synapse))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -91,15 +90,10 @@ class ActivityMonitor:
         self.totals.spikes += float(spikes.detach().sum())
         self.totals.neuron_steps += spikes.numel()
 
-    def _synapse_hook(self, name: str):
-        def hook(module, inputs, output) -> None:
-            x = inputs[0].detach()
-            macs = _macs(module, x, output)
-            if bool(((x >= 0) & (x == x.round())).all()):  # one pass, one host sync
-                ops = macs * float(x.sum()) / x.numel()
-                self.totals.synops += ops
-                self.totals.layer_synops[name] = self.totals.layer_synops.get(name, 0.0) + ops
-            else:
-                self.totals.dense_macs += macs
-
-        return hook
+    def _on_synapse(self, module, inputs, output) -> None:
+        x = inputs[0].detach()
+        macs = _macs(module, x, output)
+        if bool(((x >= 0) & (x == x.round())).all()):  # one pass, one host sync
+            self.totals.synops += macs * float(x.sum()) / x.numel()
+        else:
+            self.totals.dense_macs += macs
