@@ -34,6 +34,7 @@ from .checks import (
     check_state,
     resolve_backend,
 )
+from .cost import NeuronCost
 from .surrogate import Surrogate, SurrogateLike, get_surrogate
 
 __all__ = ["lif_sequence", "LIF", "RESETS"]
@@ -288,6 +289,13 @@ class LIF(nn.Module):
         if self.stateful:
             self.v = v_last.detach()
         return spikes, v_last
+
+    def neuron_cost(self) -> NeuronCost:
+        """Per neuron and step: ``beta * v`` (1 mul), ``+ x`` (1 add), the threshold test (1
+        compare), and the reset: a select for zero, one more add for subtract, nothing for none."""
+        return NeuronCost(
+            muls=1, adds=1 + (self.reset == "subtract"), compares=1 + (self.reset == "zero"),
+        )
 
     def extra_repr(self) -> str:
         beta = "learned" if self.beta_logit is not None else self._beta
