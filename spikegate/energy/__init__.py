@@ -4,7 +4,7 @@ inference, priced with named technology presets."""
 from .attention import AttentionProducts
 from .counter import EnergyCounter, LayerCounts, ModelCounts
 from .estimator import estimate_energy
-from .presets import PRESETS, TechnologyPreset, resolve_preset
+from .presets import PRESETS, TechnologyPreset, preset_from_config, resolve_preset
 from .report import EnergyReport, LayerRow, matched_ann_bits
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "TechnologyPreset",
     "PRESETS",
     "resolve_preset",
+    "preset_from_config",
     "matched_ann_bits",
 ]

@@ -28,11 +28,11 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from spikegate.arguments import check_choice
 
-__all__ = ["TechnologyPreset", "PRESETS", "resolve_preset"]
+__all__ = ["TechnologyPreset", "PRESETS", "resolve_preset", "preset_from_config"]
 
 HOROWITZ = "Horowitz, Computing's energy problem, ISSCC 2014, 45 nm 0.9 V"
 ASSUMED_CMP = "assumption: a comparison costs one add"
@@ -144,3 +144,12 @@ def resolve_preset(preset: str | TechnologyPreset = "45nm-fp32", **constants: An
     checked = {k: _check_constant(k, v) for k, v in constants.items()}
     sources = {**preset.sources, **{k: "user constant" for k in checked}}
     return dataclasses.replace(preset, **checked, sources=sources)
+
+
+def preset_from_config(energy: Optional[Mapping[str, Any]]) -> TechnologyPreset:
+    """The preset an ``energy`` config group names (``preset`` plus constants; null keeps the
+    preset's figure). ``None`` (a run configured before the group existed) gives ``45nm-fp32``."""
+    if energy is None:
+        return resolve_preset()
+    constants = {k: v for k, v in dict(energy).items() if k != "preset" and v is not None}
+    return resolve_preset(energy.get("preset", "45nm-fp32"), **constants)
