@@ -106,11 +106,21 @@ class _Layer:
     neuron_steps: int = 0
     soft_fed: bool = False
     folded_into: str = ""
-    sums: Optional[torch.Tensor] = None
+    sums: Optional[torch.Tensor] = None     # [_SLOTS] float64 on the device
+    known: list = field(default_factory=lambda: [0.0] * _SLOTS)  # the same slots, known on the host
 
-    def add(self, values: list) -> None:
-        ref = next(v for v in values if isinstance(v, torch.Tensor))
-        row = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=ref.device) for v in values])
+    def add(self, values: dict[int, object]) -> None:
+        """Add device tensors on the device and Python numbers on the host: no copy either way
+        (a Python number sent to a GPU would be a blocking copy on every call)."""
+        tensors = {slot: v for slot, v in values.items() if isinstance(v, torch.Tensor)}
+        for slot, v in values.items():
+            if slot not in tensors:
+                self.known[slot] += float(v)  # type: ignore[arg-type]
+        if not tensors:
+            return
+        device = next(iter(tensors.values())).device
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        row = torch.stack([tensors[slot].to(torch.float64) if slot in tensors else zero for slot in range(_SLOTS)])
         self.sums = row if self.sums is None else self.sums + row
 
 
@@ -230,7 +240,7 @@ class EnergyCounter:
         layer.neuron_steps += out.numel()
         if layer.module.neuron_cost().relaxed:
             self._soft.add(_storage(out))
-        layer.add([0, 0, 0, 0, 0, out.sum(dtype=torch.float64), (out >= 0.5).sum()])
+        layer.add({VALUE_SUM: out.sum(dtype=torch.float64), HARD_COUNT: (out >= 0.5).sum()})
 
     def _on_synapse(self, layer: _Layer, x, out, inputs, output) -> None:
         module = layer.module
@@ -253,10 +263,11 @@ class EnergyCounter:
         events = _is_events(x)
         zero = torch.zeros((), dtype=torch.float64, device=x.device)
         x_sum = x.sum(dtype=torch.float64)
-        layer.add([
-            torch.where(events, fanout_ops, zero), events * macs, torch.where(events, zero, zero + macs),
-            torch.where(events, x_sum, zero), events * x.numel(), x_sum, (x >= 0.5).sum(),
-        ])
+        layer.add({
+            SYNOPS: torch.where(events, fanout_ops, zero), EVENT_MACS: events * macs,
+            MAC_OPS: torch.where(events, zero, zero + macs), EVENT_SUM: torch.where(events, x_sum, zero),
+            EVENT_ELEMS: events * x.numel(), VALUE_SUM: x_sum, HARD_COUNT: (x >= 0.5).sum(),
+        })
         layer.macs += macs
         layer.in_elems += x.numel()
         layer.reads += out.numel() if getattr(module, "bias", None) is not None else 0
@@ -266,9 +277,9 @@ class EnergyCounter:
         ops = products.active_ops()
         layer.macs += products.dense_ops
         if products.spiking:
-            layer.add([ops, products.dense_ops, 0, 0, 0, 0, torch.zeros((), device=out.device)])
+            layer.add({SYNOPS: ops, EVENT_MACS: products.dense_ops})
         else:
-            layer.add([0, 0, ops, 0, 0, 0, torch.zeros((), device=out.device)])
+            layer.add({MAC_OPS: ops})
 
     def _on_norm(self, layer: _Layer, x, out, inputs, output) -> None:
         last = self._last_synapse
@@ -277,7 +288,7 @@ class EnergyCounter:
             return
         layer.macs += x.numel()
         layer.reads += 2 * x.numel()  # scale and shift
-        layer.add([0, 0, x.numel(), 0, 0, 0, torch.zeros((), device=x.device)])
+        layer.add({MAC_OPS: x.numel()})
 
     def _on_pool(self, layer: _Layer, x, out, inputs, output) -> None:
         dims = int(type(layer.module).__name__[-2])  # MaxPool2d -> 2
@@ -297,12 +308,13 @@ class EnergyCounter:
         for i, layer in enumerate(ran):
             if layer.sums is not None:
                 by_device.setdefault(layer.sums.device, []).append(i)
-        sums: dict[int, list[float]] = {}
+        sums = {i: list(layer.known) for i, layer in enumerate(ran)}
         for indices in by_device.values():
             values = torch.stack([ran[i].sums for i in indices]).tolist()
-            sums.update(zip(indices, values))
+            for i, row in zip(indices, values):
+                sums[i] = [a + b for a, b in zip(sums[i], row)]
         n = max(self.samples, 1)
-        layers = [self._layer_counts(layer, sums.get(i, [0.0] * _SLOTS), n) for i, layer in enumerate(ran)]
+        layers = [self._layer_counts(layer, sums[i], n) for i, layer in enumerate(ran)]
         notes = []
         idle = [layer.name for layer in self._layers if not layer.calls]
         if idle:
