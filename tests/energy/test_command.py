@@ -53,3 +53,19 @@ def test_errors_are_one_line(run_dir, tmp_path, capsys):
     assert main([str(run_dir), "e_ac_pj"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
     assert main([]) == 2
+
+
+def test_energy_config_group_overrides_from_the_command_line(tmp_path):
+    from spikegate.energy import preset_from_config
+
+    with initialize_config_module(config_module="spikegate.conf", version_base="1.3"):
+        default = compose(config_name="config")
+        chosen = compose(config_name="config", overrides=["energy.preset=45nm-int8", "energy.e_ac_pj=0.5",
+                                                          "energy.memory=dram"])
+        bad = compose(config_name="config", overrides=[*QUICK, "energy.e_mac_pj=-1"])
+    assert preset_from_config(default.energy).name == "45nm-fp32"
+    preset = preset_from_config(chosen.energy)
+    assert (preset.name, preset.e_ac_pj, preset.e_mac_pj, preset.memory) == ("45nm-int8", 0.5, 0.23, "dram")
+    with pytest.raises(ValueError, match="e_mac_pj: expected an energy >= 0 pJ, got -1"):
+        train_module.run(bad, tmp_path)          # refused before the first epoch
+    assert not (tmp_path / "checkpoint.pt").exists()

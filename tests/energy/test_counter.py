@@ -135,3 +135,22 @@ def test_counting_reads_nothing_back_until_counts(monkeypatch):
             model(x)
         counter.add_samples(2, time_steps=3)
     assert counter.counts().layers[0].synops > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_counting_on_cuda_never_synchronises():
+    """On a GPU, CUDA's own sync check raises if any hook waits for the device."""
+    lif = LIF(beta=0.5, backend="torch", validate=False)
+    model = nn.Sequential(PerStep(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2))),
+                          SpikingNeuron(lif), PerStep(nn.MaxPool2d(2)), nn.Flatten(2), nn.Linear(8, 3)).cuda().eval()
+    x = (torch.rand(3, 2, 1, 4, 4, device="cuda") < 0.5).float()
+    counter = EnergyCounter(model)
+    with torch.no_grad(), counter:
+        model(x)  # the first call builds the conv fan-out map; the second must not sync either
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            model(x)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        counter.add_samples(4, time_steps=3)
+    assert counter.counts().layers[0].synops > 0
