@@ -2,6 +2,7 @@
 
     spikegate train [OVERRIDES...]         train with Hydra (``-m`` sweeps, ``--cfg job`` shows the config)
     spikegate evaluate RUN_DIR             score a finished run's checkpoint on its test set again
+    spikegate energy RUN_DIR [preset=...]  energy per inference, layer by layer (energy.json/.md/.png)
     spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
     spikegate report DIR                   tabulate the metrics.json of the runs under DIR (a sweep)
 """
@@ -71,13 +72,15 @@ def _evaluate(args: list[str]) -> int:
 
 
 def _report(args: list[str]) -> int:
-    from spikegate.report import collect_runs, format_table
+    from spikegate.report import collect_runs, format_table, plot_sweep
 
     if len(args) != 1:
         print("usage: spikegate report DIR", file=sys.stderr)
         return 2
     try:
-        print(format_table(collect_runs(args[0])))
+        rows = collect_runs(args[0])
+        print(format_table(rows))
+        print(f"accuracy vs energy: {plot_sweep(args[0], rows)}", file=sys.stderr)  # stdout: the table
     except FileNotFoundError as err:
         print(err, file=sys.stderr)
         return 2
@@ -100,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         return _report(rest)
     if command == "evaluate":
         return _evaluate(rest)
-    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'bench', 'report']\n\nusage:\n{USAGE}",
+    if command == "energy":
+        from spikegate.energy.command import main as energy_main
+
+        return energy_main(rest)
+    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'energy', 'bench', 'report']\n\nusage:\n{USAGE}",
           file=sys.stderr)
     return 2
 

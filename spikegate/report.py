@@ -7,9 +7,10 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["collect_runs", "format_table"]
+__all__ = ["collect_runs", "format_table", "plot_sweep"]
 
-COLUMNS = ("test_accuracy", "spike_rate", "synops_per_inference", "energy_pj_per_inference", "epochs", "wall_s")
+COLUMNS = ("test_accuracy", "spike_rate", "synops_per_inference", "energy_pj_per_inference",
+           "bit_budget_per_inference", "epochs", "wall_s")
 
 
 def collect_runs(root: str | Path) -> list[dict]:
@@ -48,3 +49,10 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append("| " + " | ".join([r["overrides"] or r["run"], *(_cell(k, r[k]) for k in COLUMNS)]) + " |")
     return "\n".join(lines)
+
+
+def plot_sweep(root: str | Path, rows: list[dict]) -> Path:
+    """``accuracy_vs_energy.png`` in ``root``: one point per run (see spikegate.energy.plot)."""
+    from spikegate.energy.plot import plot_accuracy_vs_energy
+
+    return plot_accuracy_vs_energy(rows, Path(root) / "accuracy_vs_energy.png")

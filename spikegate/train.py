@@ -7,7 +7,8 @@ evaluates every epoch, and writes into ``run_dir``:
 * ``config.yaml``: the resolved configuration,
 * ``checkpoint.pt``: model, optimiser, schedule and history after every epoch (atomic),
 * ``metrics.json``: ``test_accuracy``, ``spike_rate``, ``synops_per_inference``,
-  ``energy_pj_per_inference``, ``epochs``, ``wall_s`` and the per-epoch history (atomic),
+  ``energy_pj_per_inference``, ``bit_budget_per_inference``, ``energy_preset``, ``epochs``, ``wall_s``
+  and the per-epoch history (atomic),
 * ``training_curves.png``: loss and accuracy per epoch.
 
 ``trainer.resume=true`` continues from ``run_dir/checkpoint.pt`` (or from a given path) exactly where
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from spikegate.arguments import check_int, check_real
 from spikegate.atomic import atomic_write, save_json
 from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from spikegate.energy import ActivityMonitor
+from spikegate.energy import EnergyCounter, EnergyReport, preset_from_config
 
 __all__ = ["run", "evaluate", "evaluate_run", "NonFiniteLossError"]
 
@@ -73,18 +74,20 @@ def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return keep  # type: ignore[return-value]
 
 
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """Accuracy and activity (spike rate, SynOps and energy per inference) on ``loader``."""
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, energy=None) -> dict[str, Any]:
+    """Accuracy and activity (spike rate, SynOps, energy and bit budget per inference, priced with
+    the ``energy`` config group's preset) on ``loader``."""
     model.eval()
     correct = total = 0
-    with torch.no_grad(), ActivityMonitor(model) as monitor:
+    with torch.no_grad(), EnergyCounter(model) as counter:
         for x, y in loader:
             x, y = _time_major(x, y, device)
             logits = model(x)
-            monitor.add_samples(y.shape[0])
+            counter.add_samples(y.shape[0], time_steps=x.shape[0])
             correct += int((logits.argmax(1) == y).sum())
             total += y.shape[0]
-    return {"test_accuracy": correct / max(total, 1), **monitor.totals.per_inference()}
+    report = EnergyReport.from_counts(counter.counts(), preset_from_config(energy))
+    return {"test_accuracy": correct / max(total, 1), **report.metrics()}
 
 
 def _build(cfg: DictConfig, device: torch.device):
@@ -112,7 +115,7 @@ def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, floa
     data, model, _ = _build(cfg, dev)
     state = load_checkpoint(run_dir, fingerprint=_fingerprint(cfg))
     model.load_state_dict(state["model"])
-    scores = {**evaluate(model, _test_loader(data, cfg.trainer), dev), "epochs": state["epoch"]}
+    scores = {**evaluate(model, _test_loader(data, cfg.trainer), dev, cfg.get("energy")), "epochs": state["epoch"]}
     save_json(run_dir / "evaluation.json", scores)
     return scores
 
@@ -154,6 +157,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     for key in ("epochs", "batch_size"):
         check_int(tcfg[key], f"trainer.{key}", minimum=1)
     check_real(tcfg.lr, "trainer.lr", strict=True)
+    preset_from_config(cfg.get("energy"))  # bad energy constants fail before training, not after it
     torch.manual_seed(cfg.seed)
     device = _device(tcfg.device)
     data, model, rule = _build(cfg, device)
@@ -210,7 +214,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             correct += (result.logits.argmax(1) == y).sum()
             seen += y.shape[0]
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        scores = evaluate(model, test_loader, device)
+        scores = evaluate(model, test_loader, device, cfg.get("energy"))
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": int(correct) / seen,
                **scores}
         history.append(row)
@@ -234,6 +238,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "synops_per_inference": final["synops_per_inference"],
         "dense_macs_per_inference": final["dense_macs_per_inference"],
         "energy_pj_per_inference": final["energy_pj_per_inference"],
+        "bit_budget_per_inference": final["bit_budget_per_inference"],
+        "energy_preset": final["energy_preset"],
         "epochs": final["epoch"],
         "wall_s": wall_before + time.perf_counter() - t0,
         "history": history,
