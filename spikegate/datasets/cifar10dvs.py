@@ -10,8 +10,8 @@ address holds y in bits 1-7, x in bits 8-14 and the polarity in bit 0, decoded a
 (``x = 127 - x``, ``y = 127 - y``, ``p = 1 - bit``) so the images stand upright. Times are made relative to the recording's first event.
 
 No split is published. The fixed split used here: within each class, files sorted by name with
-numbers compared as numbers (``cifar10_cat_2`` before ``cifar10_cat_10``), the first 90%
-(``round(0.9 * n)``) train and the rest test: 900 / 100 per class for the full set. A partial
+numbers compared as numbers (``cifar10_cat_2`` before ``cifar10_cat_10``), the last
+``ceil(n / 10)`` are test and the others train: 900 / 100 per class for the full set. A partial
 copy is split the same way over what is there.
 """
 
@@ -27,9 +27,9 @@ from tonic.io import get_aer_events_from_file, read_aedat4, read_aedat_header_fr
 from .event_frames import RecordedEventData, make_events
 from .sources import CorruptDatasetFileError, DatasetFiles, SplitFiles
 
-__all__ = ["CIFAR10DVSData", "TRAIN_FRACTION"]
+__all__ = ["CIFAR10DVSData", "TEST_SHARE"]
 
-TRAIN_FRACTION = 0.9
+TEST_SHARE = 10  # one file in ten (rounded up) per class is test
 _CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -56,7 +56,7 @@ class CIFAR10DVSData(RecordedEventData):
         chosen = []
         for c in range(len(_CLASSES)):
             members = sorted(np.flatnonzero(every.labels == c), key=lambda i: _natural_key(every.keys[i]))
-            n_train = int(round(TRAIN_FRACTION * len(members)))
+            n_train = len(members) - -(-len(members) // TEST_SHARE)
             chosen += members[:n_train] if split == "train" else members[n_train:]
         chosen.sort()
         return SplitFiles(

@@ -141,12 +141,12 @@ def test_cifar10dvs_fixed_split_and_events(tmp_path, load_config):
     data, _ = load_config("cifar10dvs", tmp_path, tmp_path / "cache", f"dataset.time_steps={T}",
                           "dataset.spatial_factor=1.0")
     assert isinstance(data, CIFAR10DVSData) and data.input_shape == (2, 128, 128)
-    # per class round(0.9 * 11) = 10 train: files 0..9 in numeric order; file 10 is test
-    assert len(data.train) == 20 and len(data.test) == 2
-    assert data.test.labels.tolist() == [0, 3]
-    frames, label = data.test[1]
-    events = written["cat"]["cifar10_cat_10.aedat"]
+    # per class the last ceil(11 / 10) = 2 files in numeric order (9 and 10) are test
+    assert len(data.train) == 18 and len(data.test) == 4
+    assert data.test.labels.tolist() == [0, 0, 3, 3]
+    frames, label = data.test[3]  # keys sort "..._10" before "..._9"
     assert label == 3
+    events = written["cat"]["cifar10_cat_9.aedat"]
     np.testing.assert_array_equal(frames.numpy(), expected_frames(*events, 128))
     frames, label = data.train[0]  # airplane file 0
     np.testing.assert_array_equal(frames.numpy(), expected_frames(*written["airplane"]["cifar10_airplane_0.aedat"], 128))

@@ -226,3 +226,24 @@ def test_unreadable_root(tmp_path):
             NMNISTData(tmp_path / "locked")
     finally:
         (tmp_path / "locked").chmod(0o755)
+
+
+def test_training_run_on_nmnist_files_with_a_worker(nmnist_root, tmp_path):
+    """``spikegate train dataset=nmnist model=conv_nmnist trainer.num_workers=1`` end to end."""
+    import json
+
+    from hydra import compose, initialize_config_module
+
+    from spikegate.train import run
+
+    root, _ = nmnist_root
+    with initialize_config_module(config_module="spikegate.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "dataset=nmnist", "model=conv_nmnist", f"dataset.root={root}",
+            f"dataset.cache_dir={tmp_path / 'cache'}", f"dataset.time_steps={T}", "model.channels=[4]",
+            "trainer.epochs=1", "trainer.batch_size=4", "trainer.progress=false",
+            "trainer.num_workers=1", "trainer.pin_memory=false",
+        ])
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["epochs"] == 1 and 0 <= metrics["test_accuracy"] <= 1
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
