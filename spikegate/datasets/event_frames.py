@@ -207,6 +207,8 @@ class RecordedEventData:
     def missing_message(self, folder: Path) -> str:
         others = [f for f in KNOWN_FOLDERS if f != self.folder and (self.root / f).is_dir()]
         hint = f"; {str(self.root)!r} holds {', '.join(others)} (another dataset?)" if others else ""
+        if self.root.name == self.folder:
+            hint = f"; set dataset.root to the folder that holds {self.folder}/, not {self.folder} itself"
         return (
             f"{self.name}: no dataset files in {str(folder)!r}; expected {self.expected} "
             f"(published at {self.published}; set dataset.root to the folder that holds "
