@@ -93,6 +93,12 @@ def _archive_stem(name: str) -> Optional[str]:
     return None
 
 
+def _is_hidden(name: str) -> bool:
+    """Hidden files and the resource forks macOS adds to archives (``._x.bin``, ``__MACOSX/``)."""
+    return any(part.startswith(".") and part not in (".", "..") or part == "__MACOSX"
+               for part in name.split("/"))
+
+
 class _Folder:
     """Plain files below ``base`` (archives excluded), named by their relative posix path."""
 
@@ -252,6 +258,8 @@ class DatasetFiles:
         regex = re.compile(rf"(?:^|/)({pattern})$")
         chosen: dict[str, tuple[object, str, int]] = {}
         for source, name in self.members:
+            if _is_hidden(name):
+                continue
             match = regex.search(name)
             if match is None or match.group("label") not in labels:
                 continue

@@ -253,3 +253,12 @@ def test_training_run_on_nmnist_files_with_a_worker(nmnist_root, tmp_path):
     metrics = run(cfg, tmp_path / "run")
     assert metrics["epochs"] == 1 and 0 <= metrics["test_accuracy"] <= 1
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_hidden_files_and_macos_resource_forks_are_skipped(nmnist_root, tmp_path):
+    root, written = nmnist_root
+    (root / "NMNIST" / "Train" / "0" / "._00000.bin").write_bytes(b"\x00\x05\x16")  # not 5-byte events
+    (root / "NMNIST" / "__MACOSX" / "Train" / "1").mkdir(parents=True)
+    (root / "NMNIST" / "__MACOSX" / "Train" / "1" / "x.bin").write_bytes(b"\x01")
+    data = NMNISTData(root, time_steps=T, cache_dir=tmp_path / "c", progress=False)
+    assert len(data.train) == sum(k.startswith("Train") for k in written)

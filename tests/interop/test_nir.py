@@ -113,6 +113,7 @@ def norse_spikes(graph: nir.NIRGraph, x: torch.Tensor) -> list[torch.Tensor]:
     return [torch.stack(spikes[name]) for name in names]
 
 
+@pytest.mark.filterwarnings("ignore:nirtorch.load is being deprecated:DeprecationWarning")
 def test_norse_reads_our_export_and_spikes_the_same():
     """Norse 1.1's LIFBoxCell decays its input and ignores ``r``: ``unit_r=True`` folds ``r`` into
     the weights, so Norse computes our network."""
