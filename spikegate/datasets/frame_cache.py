@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from spikegate.atomic import save_json
 
 from .event_cache import CorruptCacheError
+from .sources import DatasetRootError
 
 __all__ = ["FrameFileDataset", "build_frame_file", "load_frame_file"]
 
@@ -111,9 +112,15 @@ def build_frame_file(
     a temporary file, zeroed); then the file is renamed to ``<base>.npy`` and ``<base>.json``
     written. An exception leaves neither file behind.
     """
-    base.parent.mkdir(parents=True, exist_ok=True)
     shape = (len(labels), *sample_shape)
-    fd, tmp = tempfile.mkstemp(prefix=f".{base.name}.", suffix=".npy.tmp", dir=base.parent)
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{base.name}.", suffix=".npy.tmp", dir=base.parent)
+    except OSError as error:
+        raise DatasetRootError(
+            f"dataset.cache_dir: cannot write the frame cache in {str(base.parent)!r} "
+            f"({error.strerror}); point dataset.cache_dir at a writable folder"
+        ) from error
     os.close(fd)
     try:
         frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)

@@ -262,3 +262,24 @@ def test_hidden_files_and_macos_resource_forks_are_skipped(nmnist_root, tmp_path
     (root / "NMNIST" / "__MACOSX" / "Train" / "1" / "x.bin").write_bytes(b"\x01")
     data = NMNISTData(root, time_steps=T, cache_dir=tmp_path / "c", progress=False)
     assert len(data.train) == sum(k.startswith("Train") for k in written)
+
+
+def test_cache_dir_that_cannot_be_written_is_named(nmnist_root, tmp_path):
+    root, _ = nmnist_root
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should go")
+    with pytest.raises(DatasetRootError, match="dataset.cache_dir: cannot write the frame cache") as error:
+        NMNISTData(root, cache_dir=blocker, progress=False)
+    assert str(blocker / "NMNIST") in str(error.value)
+
+
+def test_truncated_cache_file_is_named(nmnist_root, tmp_path):
+    from spikegate.datasets import CorruptCacheError
+
+    root, _ = nmnist_root
+    NMNISTData(root, time_steps=T, cache_dir=tmp_path / "c", progress=False)
+    frames = next((tmp_path / "c" / "NMNIST").glob("train-*.npy"))
+    frames.write_bytes(frames.read_bytes()[:200])
+    with pytest.raises(CorruptCacheError, match="Delete it to rebuild it") as error:
+        NMNISTData(root, time_steps=T, cache_dir=tmp_path / "c", progress=False)
+    assert str(frames) in str(error.value)
