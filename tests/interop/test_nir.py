@@ -3,7 +3,6 @@ equation stepped by hand, Norse reading our export, and named errors for what do
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 
 import nir
@@ -125,7 +124,7 @@ def test_norse_reads_our_export_and_spikes_the_same():
         torch.testing.assert_close(norse_layer, ours, rtol=0, atol=0)
 
 
-def test_graph_with_unit_r_imports_to_the_same_network(caplog):
+def test_graph_with_unit_r_imports_to_the_same_network():
     model = trained_like_mlp(learn_beta=True)
     x = inputs()
     back = from_nir(to_nir(model, unit_r=True))
