@@ -50,8 +50,16 @@ def _limit(dataset: Dataset, n: int | None) -> Dataset:
     return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
 
 
+def _loader_options(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """DataLoader worker processes and pinned host memory, from ``trainer.num_workers`` and
+    ``trainer.pin_memory`` (absent keys: 0 workers, no pinning)."""
+    workers = check_int(trainer_cfg.get("num_workers", 0), "trainer.num_workers", minimum=0)
+    return {"num_workers": workers, "pin_memory": bool(trainer_cfg.get("pin_memory", False))}
+
+
 def _test_loader(data, trainer_cfg: DictConfig) -> DataLoader:
-    return DataLoader(_limit(data.test, trainer_cfg.max_test_samples), batch_size=256)
+    return DataLoader(_limit(data.test, trainer_cfg.max_test_samples), batch_size=256,
+                      **_loader_options(trainer_cfg))
 
 
 def _time_major(x: torch.Tensor, y: torch.Tensor, device: torch.device):
@@ -194,7 +202,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     for epoch in range(start_epoch, tcfg.epochs):
         model.train()
         order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        loader = DataLoader(train_set, batch_size=tcfg.batch_size, shuffle=True, generator=order)
+        loader = DataLoader(train_set, batch_size=tcfg.batch_size, shuffle=True, generator=order,
+                            **_loader_options(tcfg))
         loss_sum, seen = 0.0, 0
         correct = torch.zeros((), dtype=torch.long, device=device)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not tcfg.progress)

@@ -1,8 +1,10 @@
 """Datasets: offline sets that need no download (scikit-learn digits, rate-coded or seen by an
-emulated event camera) and their containers for the trainer.
+emulated event camera), recorded neuromorphic datasets read from disk with tonic (N-MNIST, DVS
+Gesture, SHD, SSC, CIFAR10-DVS, POKER-DVS), and their containers for the trainer.
 
-Trainer entry points (Hydra ``_target_``): ``spikegate.datasets.DigitsData`` and
-``spikegate.datasets.EventDigitsData``; each has ``.train``, ``.test`` (items ``(x [T, *input_shape]
+Trainer entry points (Hydra ``_target_``): ``spikegate.datasets.DigitsData``,
+``EventDigitsData``, ``NMNISTData``, ``DVSGestureData``, ``SHDData``, ``SSCData``,
+``CIFAR10DVSData`` and ``POKERDVSData``; each has ``.train``, ``.test`` (items ``(x [T, *input_shape]
 float32, label)``), ``.input_shape``, ``.num_classes`` and ``.time_steps``.
 """
 
@@ -27,6 +29,20 @@ from .event_camera import (
 )
 from .event_digits import EventDigits, EventDigitsData, bin_events
 from .frames import FrameDataset
+from .cifar10dvs import CIFAR10DVSData
+from .dvsgesture import DVSGestureData
+from .event_frames import EventFrames, RecordedEventData
+from .frame_cache import FrameFileDataset
+from .hsd import SHDData, SSCData
+from .nmnist import NMNISTData
+from .pokerdvs import POKERDVSData
+from .sources import (
+    CorruptDatasetFileError,
+    DatasetError,
+    DatasetNotFoundError,
+    DatasetRootError,
+    PartialDatasetWarning,
+)
 
 __all__ = [
     "DIGIT_CLASSES",
@@ -52,4 +68,18 @@ __all__ = [
     "EventDigitsData",
     "bin_events",
     "FrameDataset",
+    "EventFrames",
+    "RecordedEventData",
+    "FrameFileDataset",
+    "NMNISTData",
+    "DVSGestureData",
+    "SHDData",
+    "SSCData",
+    "CIFAR10DVSData",
+    "POKERDVSData",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DatasetRootError",
+    "CorruptDatasetFileError",
+    "PartialDatasetWarning",
 ]
