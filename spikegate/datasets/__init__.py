@@ -4,6 +4,10 @@ emulated event camera) and their containers for the trainer.
 Trainer entry points (Hydra ``_target_``): ``spikegate.datasets.DigitsData`` and
 ``spikegate.datasets.EventDigitsData``; each has ``.train``, ``.test`` (items ``(x [T, *input_shape]
 float32, label)``), ``.input_shape``, ``.num_classes`` and ``.time_steps``.
+
+Language modelling: ``spikegate.datasets.PythonSourceData`` (the interpreter's standard-library
+sources as bytes) has ``.train``, ``.test`` (the validation split; items ``(x [T] int64,
+y [T] int64)``, y the next bytes), ``.vocab_size`` and ``.context``.
 """
 
 from .digits import DIGIT_CLASSES, DigitsData, digits_split, load_digits_split, rate_code
@@ -27,6 +31,7 @@ from .event_camera import (
 )
 from .event_digits import EventDigits, EventDigitsData, bin_events
 from .frames import FrameDataset
+from .pysource import ByteWindows, PythonSourceData, load_source_bytes, python_source_files, source_split
 
 __all__ = [
     "DIGIT_CLASSES",
@@ -52,4 +57,9 @@ __all__ = [
     "EventDigitsData",
     "bin_events",
     "FrameDataset",
+    "ByteWindows",
+    "PythonSourceData",
+    "load_source_bytes",
+    "python_source_files",
+    "source_split",
 ]
