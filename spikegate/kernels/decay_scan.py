@@ -1,6 +1,6 @@
 """Fused Triton scan for the per-head decay recurrence of the dual-path mixer.
 
-The math is :func:`spikegate.neurons.decay_scan.decay_scan` (its torch reference,
+The math is :func:`spikegate.neurons.decay_scan.decay_scan_sequence` (its torch reference,
 ``decay_scan_torch``, is the oracle these kernels are tested against)::
 
     lambda = sigmoid(r)          h[t] = lambda * h[t-1] + (1 - lambda) * z[t]      h[-1] = h0
@@ -293,7 +293,7 @@ def decay_scan_triton(
     z: torch.Tensor, r: torch.Tensor, h0: Optional[torch.Tensor] = None, *,
     chunk: Optional[int] = None,
 ) -> torch.Tensor:
-    """Decay scan on the Triton kernels; arguments already checked by ``decay_scan``.
+    """Decay scan on the Triton kernels; arguments already checked by ``decay_scan_sequence``.
 
     Args:
         z: ``[T, B, H, Dh]`` (float32, float16, bfloat16).

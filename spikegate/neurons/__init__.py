@@ -1,7 +1,7 @@
 """Neuron models: pure sequence functions over time and thin nn.Module wrappers."""
 
 from .cost import NeuronCost
-from .decay_scan import decay_scan
+from .decay_scan import decay_scan_sequence
 from .dualpath import Cauchy, SpikeEncoder, SpikingFeedForward, spike_encoder_sequence
 from .dualpath_mixer import DualPathBlock, DualPathMixer, MixerState
 from .lif import LIF, lif_sequence
@@ -11,7 +11,7 @@ __all__ = [
     "LIF",
     "lif_sequence",
     "NeuronCost",
-    "decay_scan",
+    "decay_scan_sequence",
     "Cauchy",
     "SpikeEncoder",
     "SpikingFeedForward",

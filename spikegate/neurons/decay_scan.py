@@ -22,7 +22,7 @@ import torch
 
 from .checks import BACKENDS, check_choice, check_sequence, resolve_backend
 
-__all__ = ["decay_scan", "decay_scan_torch", "linear_scan_torch", "check_decay_inputs"]
+__all__ = ["decay_scan_sequence", "decay_scan_torch", "linear_scan_torch", "check_decay_inputs"]
 
 # Steps per chunk of the reference scan: the matrix product costs C multiply-adds per element and
 # the recursion log_C(T) levels; 32 balances the two on a CPU.
@@ -39,14 +39,16 @@ def _powers(a: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def linear_scan_torch(
-    x: torch.Tensor, a: torch.Tensor, h0: Optional[torch.Tensor] = None, *, chunk: int = CHUNK
+    x: torch.Tensor, a: torch.Tensor, h0: Optional[torch.Tensor] = None, *,
+    scale: Optional[torch.Tensor] = None, chunk: int = CHUNK,
 ) -> torch.Tensor:
-    """``h[t] = a * h[t-1] + x[t]`` per head, by chunked matrix products.
+    """``h[t] = a * h[t-1] + scale * x[t]`` per head, by chunked matrix products.
 
     Args:
-        x: ``[T, B, H, Dh]`` input of each step (already scaled).
+        x: ``[T, B, H, Dh]`` input of each step.
         a: ``[H]`` decay per head, in (0, 1].
         h0: ``[B, H, Dh]`` state before the first step, or None for zeros.
+        scale: ``[H]`` input scale per head (folded into the matrix of powers), or None for 1.
 
     Returns:
         ``h [T, B, H, Dh]``.
@@ -58,7 +60,8 @@ def linear_scan_torch(
     chunks = xp.shape[0] // n
     # [H, n, n] @ [H, n, chunks * B * Dh]: every chunk from a zero state
     xc = xp.reshape(chunks, n, B, H, Dh).permute(3, 1, 0, 2, 4).reshape(H, n, -1)
-    local = torch.matmul(_powers(a, n), xc).reshape(H, n, chunks, B, Dh).permute(2, 1, 3, 0, 4)
+    powers = _powers(a, n) if scale is None else _powers(a, n) * scale[:, None, None]
+    local = torch.matmul(powers, xc).reshape(H, n, chunks, B, Dh).permute(2, 1, 3, 0, 4)
     ends = local[:, -1]                                             # [chunks, B, H, Dh]
     if chunks == 1:
         starts = (h0 if h0 is not None else ends.new_zeros(B, H, Dh))[None]
@@ -69,7 +72,7 @@ def linear_scan_torch(
         starts = torch.cat([first, carried])                        # state entering each chunk
     steps = torch.arange(1, n + 1, device=x.device, dtype=a.dtype)
     decay_in = (a[None, :] ** steps[:, None])[None, :, None, :, None]  # [1, n, 1, H, 1]
-    h = local + decay_in * starts[:, None]
+    h = torch.addcmul(local, decay_in, starts[:, None])
     return h.reshape(chunks * n, B, H, Dh)[:T]
 
 
@@ -80,8 +83,7 @@ def decay_scan_torch(
     in ``z``, ``r`` and ``h0`` by autograd. Half inputs are computed in float32."""
     cdt = torch.float64 if z.dtype == torch.float64 else torch.float32
     lam = torch.sigmoid(r.to(cdt))
-    x = z.to(cdt) * (1 - lam)[:, None]
-    h = linear_scan_torch(x, lam, None if h0 is None else h0.to(cdt))
+    h = linear_scan_torch(z.to(cdt), lam, None if h0 is None else h0.to(cdt), scale=1 - lam)
     return h.to(z.dtype)
 
 
@@ -103,7 +105,7 @@ def check_decay_inputs(z: object, r: object, h0: object) -> None:
             raise ValueError(f"h0: expected device {z.device}, got {h0.device}")
 
 
-def decay_scan(
+def decay_scan_sequence(
     z: torch.Tensor,
     r: torch.Tensor,
     h0: Optional[torch.Tensor] = None,

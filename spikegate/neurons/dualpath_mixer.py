@@ -5,7 +5,7 @@ Inputs per block: spikes ``s [T, B, D]`` (0/1) and the continuous residual strea
 * Token activity ``a[t] = 1[any spike in s[t]]`` (per batch row).
 * Decay path: ``z = W_z (s * a)`` (``s * a`` is ``s``: a silent token has no spikes), split into
   ``H`` heads of ``Dh = D / H``; per head ``h[t] = lambda h[t-1] + (1 - lambda) z[t]``,
-  ``lambda = sigmoid(r)``, ``r`` learnable, init 3 (:func:`~spikegate.neurons.decay_scan.decay_scan`).
+  ``lambda = sigmoid(r)``, ``r`` learnable, init 3 (:func:`~spikegate.neurons.decay_scan.decay_scan_sequence`).
 * Attention path: ``Q, K, V = W_q x, W_k x, W_v x`` per head, RoPE on Q and K at absolute
   positions, causal attention over active keys in a window plus anchors, rows of inactive queries
   zeroed (:func:`~spikegate.neurons.spike_attention.spike_gated_attention`).
@@ -29,8 +29,9 @@ from torch import nn
 
 from spikegate.arguments import check_choice, check_int, check_real
 
+from .checks import BACKENDS
 from .cost import NeuronCost
-from .decay_scan import decay_scan
+from .decay_scan import decay_scan_sequence
 from .dualpath import Cauchy, SpikingFeedForward, threshold_spikes
 from .spike_attention import ATTENTION_BACKENDS, attended_pairs, rope, spike_gated_attention, window_anchor_mask
 from .surrogate import SurrogateLike, get_surrogate
@@ -113,7 +114,7 @@ class DualPathMixer(nn.Module):
         if self.paths != "decay" and self.head_dim % 2:
             raise ValueError(f"heads: width / heads must be even for RoPE, got {width} / {heads}")
         self.rope_theta = check_real(rope_theta, "rope_theta", strict=True)
-        self.backend = backend
+        self.backend = check_choice(backend, "backend", BACKENDS)
         self.attention_backend = check_choice(attention_backend, "attention_backend", ATTENTION_BACKENDS)
         self.decay_proj = nn.Linear(width, width, bias=False)
         self.decay_logit = nn.Parameter(torch.full((heads,), float(decay_init)))
@@ -132,7 +133,7 @@ class DualPathMixer(nn.Module):
         T, B, _ = s.shape
         z = self.decay_proj(s).view(T, B, self.heads, self.head_dim)
         h0 = None if state is None else state.decay.to(z.dtype)
-        h, h_last = decay_scan(z, self.decay_logit, h0, backend=self.backend)
+        h, h_last = decay_scan_sequence(z, self.decay_logit, h0, backend=self.backend)
         return h.reshape(T, B, self.width), h_last
 
     def _heads(self, y: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ pytest.importorskip("triton")
 
 from spikegate.kernels.decay_scan import decay_scan_bytes_per_element, decay_scan_triton  # noqa: E402
 from spikegate.neurons.checks import triton_interpreter_enabled  # noqa: E402
-from spikegate.neurons.decay_scan import decay_scan, decay_scan_torch  # noqa: E402
+from spikegate.neurons.decay_scan import decay_scan_sequence, decay_scan_torch  # noqa: E402
 
 if not (torch.cuda.is_available() or triton_interpreter_enabled()):
     pytest.skip("needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
@@ -75,7 +75,7 @@ def test_only_some_gradients_requested():
 
 def test_gradient_through_last_state_only():
     z, r, h0 = inputs(11, 2, 2, 4, torch.float32)
-    h, last = decay_scan(z, r, h0, backend="triton")
+    h, last = decay_scan_sequence(z, r, h0, backend="triton")
     got = torch.autograd.grad(last.square().sum(), (z, r, h0))
     want, leaves = reference(z, r, h0)
     ref = torch.autograd.grad(want[-1].square().sum(), leaves)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikegate.neurons.decay_scan import decay_scan, decay_scan_torch, linear_scan_torch
+from spikegate.neurons.decay_scan import decay_scan_sequence, decay_scan_torch, linear_scan_torch
 
 
 def loop_scan(z, r, h0=None):
@@ -35,7 +35,7 @@ def test_matches_loop_values_and_gradients(T, with_h0):
     h0 = h0 if with_h0 else None
     leaves = [t for t in (z, r, h0) if t is not None]
     want = loop_scan(z, r, h0)
-    got, last = decay_scan(z, r, h0, backend="torch")
+    got, last = decay_scan_sequence(z, r, h0, backend="torch")
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(last, want[-1])
     g = torch.randn_like(want)
@@ -47,7 +47,7 @@ def test_matches_loop_values_and_gradients(T, with_h0):
 def test_small_chunks_recurse_to_the_same_result(chunk):
     z, r, h0 = inputs(23)
     lam = torch.sigmoid(r)
-    got = linear_scan_torch(z * (1 - lam)[:, None], lam, h0, chunk=chunk)
+    got = linear_scan_torch(z, lam, h0, scale=1 - lam, chunk=chunk)
     torch.testing.assert_close(got, loop_scan(z, r, h0), rtol=1e-12, atol=1e-12)
 
 
@@ -75,10 +75,10 @@ def test_half_inputs_are_computed_in_float32():
 def test_errors_name_the_argument():
     z, r, h0 = inputs(4)
     with pytest.raises(ValueError, match=r"z: expected \[T, B, H, Dh\]"):
-        decay_scan(z[:, 0], r)
+        decay_scan_sequence(z[:, 0], r)
     with pytest.raises(ValueError, match=r"r: expected a tensor of shape \(3,\)"):
-        decay_scan(z, r[:2])
+        decay_scan_sequence(z, r[:2])
     with pytest.raises(ValueError, match=r"h0: expected shape \(2, 3, 4\)"):
-        decay_scan(z, r, h0[:1])
+        decay_scan_sequence(z, r, h0[:1])
     with pytest.raises(ValueError, match="backend"):
-        decay_scan(z, r, backend="cuda")
+        decay_scan_sequence(z, r, backend="cuda")
