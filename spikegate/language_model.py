@@ -43,7 +43,7 @@ class LanguageModelState:
 @dataclass
 class LanguageModelOutput:
     """``logits [T, B, vocab]``; ``state`` when asked for; activity of this forward (0-dim
-    detached tensors / floats): encoder spike rate, per-block output spike rate, per-block
+    detached tensors): encoder spike rate, per-block output spike rate, per-block
     feed-forward hidden spike rate, and the fraction of tokens without encoder spikes (silent
     tokens are skipped by the first block's attention)."""
 
@@ -52,7 +52,7 @@ class LanguageModelOutput:
     encoder_spike_rate: torch.Tensor
     block_spike_rates: list[torch.Tensor]
     hidden_spike_rates: list[torch.Tensor]
-    inactive_token_fraction: float
+    inactive_token_fraction: torch.Tensor
 
 
 class SpikingByteLM(nn.Module):
@@ -127,7 +127,7 @@ class SpikingByteLM(nn.Module):
         x = self.embedding_norm(self.embedding(tokens))                         # [T, B, D]
         s, membrane = self.encoder(x, None if state is None else state.membrane)
         encoder_rate = s.detach().mean()
-        inactive = float((s.detach().amax(-1) == 0).float().mean())
+        inactive = (s.detach().amax(-1) == 0).float().mean()
         new_states, block_rates, hidden_rates = [], [], []
         for i, block in enumerate(self.blocks):
             s, x, block_state = block(s, x, None if state is None else state.blocks[i], keep_state=keep)

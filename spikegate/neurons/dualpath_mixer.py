@@ -64,7 +64,8 @@ class MixerState:
 
 @dataclass(frozen=True)
 class MixerActivity:
-    """Counts of the last forward, for sparsity metrics and the energy estimator.
+    """Counts of the last forward, for sparsity metrics and the energy estimator (0-dim int64
+    tensors on the input's device, so reading them is the only host sync).
 
     Attributes:
         tokens: query tokens (``T * B``).
@@ -72,9 +73,9 @@ class MixerActivity:
         attended_pairs: (query, key) pairs the attention path scores, per head.
     """
 
-    tokens: int
-    active_tokens: int
-    attended_pairs: int
+    tokens: torch.Tensor
+    active_tokens: torch.Tensor
+    attended_pairs: torch.Tensor
 
 
 class DualPathMixer(nn.Module):
@@ -159,7 +160,7 @@ class DualPathMixer(nn.Module):
             pairs = attended_pairs(key_active, query_active, window=self.window, anchors=self.anchors)
         else:
             mask = window_anchor_mask(positions, k_pos, key_active, window=self.window, anchors=self.anchors)
-            pairs = int((mask & query_active[..., None]).sum())
+            pairs = (mask & query_active[..., None]).sum()
         backend = "sdpa" if mask is not None else self.attention_backend
         out = spike_gated_attention(
             q, k_all, v_all, positions, k_pos, key_active, query_active,
@@ -201,7 +202,7 @@ class DualPathMixer(nn.Module):
             )
         active = s.detach().amax(-1) > 0                                        # [T, B]
         offset = 0 if state is None else state.length
-        h_last, cache, pairs = None, None, 0
+        h_last, cache, pairs = None, None, torch.zeros((), dtype=torch.int64, device=s.device)
         if self.paths != "attention":
             decay_out, h_last = self._decay(s, state)
         if self.paths != "decay":
@@ -213,7 +214,8 @@ class DualPathMixer(nn.Module):
             o = decay_out if self.paths == "decay" else attn_out
         y = self.norm(x + self.out_proj(self.dropout(o)))
         self.activity = MixerActivity(
-            tokens=active.numel(), active_tokens=int(active.sum()), attended_pairs=pairs
+            tokens=torch.tensor(active.numel(), device=s.device), active_tokens=active.sum(),
+            attended_pairs=pairs,
         )
         if not (keep_state or state is not None):
             return y, None

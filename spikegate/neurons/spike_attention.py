@@ -56,10 +56,13 @@ def window_anchor_mask(
     return allowed[None] & key_active[:, None, :]
 
 
-def attended_pairs(key_active: torch.Tensor, query_active: torch.Tensor, *, window: int, anchors: int) -> int:
+def attended_pairs(
+    key_active: torch.Tensor, query_active: torch.Tensor, *, window: int, anchors: int
+) -> torch.Tensor:
     """Number of (query, key) pairs the attention computes in a parallel forward from position 0,
     ``key_active``/``query_active [B, T]`` bool, in O(B T) without building the mask: per active
-    query, its active keys in the window plus the active anchors before the window."""
+    query, its active keys in the window plus the active anchors before the window. Returns a
+    0-dim int64 tensor."""
     T = key_active.shape[1]
     counts = F.pad(key_active.to(torch.int64).cumsum(1), (1, 0))          # counts[:, j] = keys < j
     i = torch.arange(T, device=key_active.device)
@@ -67,7 +70,7 @@ def attended_pairs(key_active: torch.Tensor, query_active: torch.Tensor, *, wind
     in_window = counts[:, i + 1] - counts[:, lo]
     anchor_end = torch.minimum(lo, torch.tensor(anchors, device=lo.device))
     in_anchors = counts[:, anchor_end]
-    return int(((in_window + in_anchors) * query_active).sum())
+    return ((in_window + in_anchors) * query_active).sum()
 
 
 def _sdpa(q, k, v, mask):
