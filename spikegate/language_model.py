@@ -25,7 +25,10 @@ from spikegate.arguments import check_int, check_real
 from spikegate.neurons.dualpath import SpikeEncoder
 from spikegate.neurons.dualpath_mixer import DualPathBlock, MixerState
 
-__all__ = ["SpikingByteLM", "LanguageModelState", "LanguageModelOutput", "next_token_loss", "bits_per_byte"]
+__all__ = [
+    "SpikingByteLM", "LanguageModelState", "LanguageModelOutput", "next_token_loss",
+    "bits_per_byte", "sample_next",
+]
 
 
 @dataclass
@@ -44,15 +47,15 @@ class LanguageModelState:
 class LanguageModelOutput:
     """``logits [T, B, vocab]``; ``state`` when asked for; activity of this forward (0-dim
     detached tensors): encoder spike rate, per-block output spike rate, per-block
-    feed-forward hidden spike rate, and the fraction of tokens without encoder spikes (silent
-    tokens are skipped by the first block's attention)."""
+    feed-forward hidden spike rate, and per block the fraction of its input tokens without any
+    spike (block 0: without encoder spikes); a block's attention skips those tokens."""
 
     logits: torch.Tensor
     state: Optional[LanguageModelState]
     encoder_spike_rate: torch.Tensor
     block_spike_rates: list[torch.Tensor]
     hidden_spike_rates: list[torch.Tensor]
-    inactive_token_fraction: torch.Tensor
+    inactive_token_fractions: list[torch.Tensor]
 
 
 class SpikingByteLM(nn.Module):
@@ -60,7 +63,8 @@ class SpikingByteLM(nn.Module):
 
     Args:
         vocab_size: token range (256 for bytes).
-        width, heads, layers, hidden: model width ``D``, heads per mixer, blocks, feed-forward width.
+        width, heads, layers, hidden: model width ``D``, heads per mixer, blocks, feed-forward
+            width.
         context: the longest sequence one forward accepts (and the longest prompt).
         window, anchors: attention window (>= 1) and anchor positions.
         leak, threshold, bptt: the spike encoder's (threshold also the blocks').
@@ -114,7 +118,8 @@ class SpikingByteLM(nn.Module):
         low, high = int(tokens.min()), int(tokens.max())
         if low < 0 or high >= self.vocab_size:
             raise ValueError(
-                f"{name}: expected token ids in [0, {self.vocab_size - 1}], got range [{low}, {high}]"
+                f"{name}: expected token ids in [0, {self.vocab_size - 1}], "
+                f"got range [{low}, {high}]"
             )
         return tokens.long()
 
@@ -127,16 +132,20 @@ class SpikingByteLM(nn.Module):
         x = self.embedding_norm(self.embedding(tokens))                         # [T, B, D]
         s, membrane = self.encoder(x, None if state is None else state.membrane)
         encoder_rate = s.detach().mean()
-        inactive = (s.detach().amax(-1) == 0).float().mean()
-        new_states, block_rates, hidden_rates = [], [], []
+        new_states, block_rates, hidden_rates, inactive = [], [], [], []
         for i, block in enumerate(self.blocks):
-            s, x, block_state = block(s, x, None if state is None else state.blocks[i], keep_state=keep)
+            carried = None if state is None else state.blocks[i]
+            s, x, block_state = block(s, x, carried, keep_state=keep)
             new_states.append(block_state)
             block_rates.append(s.detach().mean())
             hidden_rates.append(block.hidden_spike_rate)
+            activity = block.mixer.activity
+            inactive.append(1 - activity.active_tokens / activity.tokens)
         logits = self.head(x)
         out_state = LanguageModelState(membrane.detach(), new_states) if keep else None
-        return LanguageModelOutput(logits, out_state, encoder_rate, block_rates, hidden_rates, inactive)
+        return LanguageModelOutput(
+            logits, out_state, encoder_rate, block_rates, hidden_rates, inactive
+        )
 
     @torch.no_grad()
     def generate(
@@ -159,7 +168,10 @@ class SpikingByteLM(nn.Module):
         return torch.cat(tokens)
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], generator) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_k: Optional[int],
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """One token per row of ``logits [B, V]``: greedy at temperature 0, else softmax sampling
     from the ``top_k`` largest logits."""
     if temperature == 0:

@@ -23,6 +23,11 @@ def test_cached_decoding_equals_parallel_forward(paths):
     tokens = torch.randint(0, 32, (20, 3), generator=torch.Generator().manual_seed(1))
     full = model(tokens)
     assert 0 < float(full.encoder_spike_rate) < 1
+    with torch.no_grad():
+        spikes, _ = model.encoder(model.embedding_norm(model.embedding(tokens)))
+    silent = (spikes.amax(-1) == 0).double().mean()
+    assert len(full.inactive_token_fractions) == 2
+    torch.testing.assert_close(full.inactive_token_fractions[0].double(), silent)
     out, logits = None, []
     for t in range(tokens.shape[0]):
         out = model(tokens[t:t + 1], None if out is None else out.state, keep_state=True)

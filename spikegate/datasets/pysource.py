@@ -109,7 +109,9 @@ class ByteWindows(Dataset):
 
     def __init__(self, data: torch.Tensor, context: int) -> None:
         if data.dtype != torch.uint8 or data.dim() != 1:
-            raise ValueError(f"data: expected a uint8 tensor [N], got {data.dtype} {tuple(data.shape)}")
+            raise ValueError(
+                f"data: expected a uint8 tensor [N], got {data.dtype} {tuple(data.shape)}"
+            )
         self.context = check_int(context, "context", minimum=1)
         if data.numel() < context + 1:
             raise ValueError(
@@ -151,12 +153,15 @@ class PythonSourceData:
         root: Optional[Union[str, Path]] = None,
     ) -> None:
         self.context = check_int(context, "context", minimum=1)
-        for name, value in (("max_train_bytes", max_train_bytes), ("max_validation_bytes", max_validation_bytes)):
+        limits = {"max_train_bytes": max_train_bytes, "max_validation_bytes": max_validation_bytes}
+        for name, value in limits.items():
             if value is not None:
                 check_int(value, name, minimum=context + 1)
         kw = dict(validation_percent=validation_percent, root=root)
-        self.train = ByteWindows(load_source_bytes("train", max_bytes=max_train_bytes, **kw), context)
-        self.test = ByteWindows(load_source_bytes("validation", max_bytes=max_validation_bytes, **kw), context)
+        train = load_source_bytes("train", max_bytes=max_train_bytes, **kw)
+        validation = load_source_bytes("validation", max_bytes=max_validation_bytes, **kw)
+        self.train = ByteWindows(train, context)
+        self.test = ByteWindows(validation, context)
 
     def split(self, name: str) -> ByteWindows:
         return self.train if check_split(name) == "train" else self.test

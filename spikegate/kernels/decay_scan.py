@@ -185,10 +185,13 @@ def _scan_bwd_kernel(
 # --------------------------------------------------------------------------------------------- #
 
 
-def decay_scan_bytes_per_element(dtype: torch.dtype, *, chunked: bool, backward: bool = False) -> int:
+def decay_scan_bytes_per_element(
+    dtype: torch.dtype, *, chunked: bool, backward: bool = False
+) -> int:
     """Global-memory bytes per element of ``z`` one pass moves (see the module docstring):
     forward ``2b`` (read z, write h) plus ``b`` for the chunk ends' read of z when chunked;
-    backward (dz and dlambda needed) reads g, z, h and writes dz, ``4b``, plus ``b`` when chunked."""
+    backward (dz and dlambda needed) reads g, z, h and writes dz, ``4b``, plus ``b`` when
+    chunked."""
     b = torch.empty((), dtype=dtype).element_size()
     return (4 * b if backward else 2 * b) + (b if chunked else 0)
 
@@ -198,7 +201,7 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _launch_plan(T: int, m: int, device: torch.device, chunk: Optional[int]) -> tuple[int, int, int]:
+def _launch_plan(T: int, m: int, device: torch.device, chunk: Optional[int]):
     """``(BLOCK, C, n)``: columns per program, steps per chunk, chunks. On CUDA, 256 columns per
     program and as many chunks (of at least 64 steps, at most 64 of them) as it takes to give
     every SM about four programs; on the interpreter one block covers the columns."""
@@ -230,7 +233,8 @@ def _chunk_ends(x, lam, T, m, H, Dh, block, C, n, *, reverse, scaled):
 
 class DecayScanTritonFunction(torch.autograd.Function):
     """``apply(z, r, h0, chunk) -> h``, the reference's arguments and result on two launches
-    forward and two backward (one each when a single chunk covers T). Keeps ``z``, ``h`` and ``h0``."""
+    forward and two backward (one each when a single chunk covers T). Keeps ``z``, ``h`` and
+    ``h0``."""
 
     @staticmethod
     def forward(ctx, z, r, h0, chunk):

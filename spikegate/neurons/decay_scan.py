@@ -94,7 +94,9 @@ def check_decay_inputs(z: object, r: object, h0: object) -> None:
         raise ValueError(f"z: expected [T, B, H, Dh] (time-major), got shape {tuple(z.shape)}")
     if not isinstance(r, torch.Tensor) or tuple(r.shape) != (z.shape[2],):
         got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
-        raise ValueError(f"r: expected a tensor of shape ({z.shape[2]},) (one logit per head), got {got}")
+        raise ValueError(
+            f"r: expected a tensor of shape ({z.shape[2]},) (one logit per head), got {got}"
+        )
     if r.device != z.device:
         raise ValueError(f"r: expected device {z.device}, got {r.device}")
     if h0 is not None:

@@ -118,7 +118,8 @@ def spike_encoder_sequence(
             out.append(s)
         return torch.stack(out), v
     carried, v_last = _carried_leak(x, v0, leak, threshold, bound)
-    u = torch.clamp(carried + x, -bound, bound)        # same float ops as the loop, now with a graph
+    # the loop's float ops again, now with a graph (v[t-1] a constant)
+    u = torch.clamp(carried + x, -bound, bound)
     return spike(u - threshold, surrogate), v_last
 
 

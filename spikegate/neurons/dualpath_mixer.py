@@ -5,7 +5,8 @@ Inputs per block: spikes ``s [T, B, D]`` (0/1) and the continuous residual strea
 * Token activity ``a[t] = 1[any spike in s[t]]`` (per batch row).
 * Decay path: ``z = W_z (s * a)`` (``s * a`` is ``s``: a silent token has no spikes), split into
   ``H`` heads of ``Dh = D / H``; per head ``h[t] = lambda h[t-1] + (1 - lambda) z[t]``,
-  ``lambda = sigmoid(r)``, ``r`` learnable, init 3 (:func:`~spikegate.neurons.decay_scan.decay_scan_sequence`).
+  ``lambda = sigmoid(r)``, ``r`` learnable, init 3
+  (:func:`~spikegate.neurons.decay_scan.decay_scan_sequence`).
 * Attention path: ``Q, K, V = W_q x, W_k x, W_v x`` per head, RoPE on Q and K at absolute
   positions, causal attention over active keys in a window plus anchors, rows of inactive queries
   zeroed (:func:`~spikegate.neurons.spike_attention.spike_gated_attention`).
@@ -33,7 +34,13 @@ from .checks import BACKENDS
 from .cost import NeuronCost
 from .decay_scan import decay_scan_sequence
 from .dualpath import Cauchy, SpikingFeedForward, threshold_spikes
-from .spike_attention import ATTENTION_BACKENDS, attended_pairs, rope, spike_gated_attention, window_anchor_mask
+from .spike_attention import (
+    ATTENTION_BACKENDS,
+    attended_pairs,
+    rope,
+    spike_gated_attention,
+    window_anchor_mask,
+)
 from .surrogate import SurrogateLike, get_surrogate
 
 __all__ = ["MixerState", "MixerActivity", "DualPathMixer", "DualPathBlock", "PATHS"]
@@ -116,7 +123,9 @@ class DualPathMixer(nn.Module):
             raise ValueError(f"heads: width / heads must be even for RoPE, got {width} / {heads}")
         self.rope_theta = check_real(rope_theta, "rope_theta", strict=True)
         self.backend = check_choice(backend, "backend", BACKENDS)
-        self.attention_backend = check_choice(attention_backend, "attention_backend", ATTENTION_BACKENDS)
+        self.attention_backend = check_choice(
+            attention_backend, "attention_backend", ATTENTION_BACKENDS
+        )
         self.decay_proj = nn.Linear(width, width, bias=False)
         self.decay_logit = nn.Parameter(torch.full((heads,), float(decay_init)))
         self.q_proj = nn.Linear(width, width, bias=False)
@@ -130,7 +139,7 @@ class DualPathMixer(nn.Module):
 
     # -- paths ---------------------------------------------------------------------------------
 
-    def _decay(self, s: torch.Tensor, state: Optional[MixerState]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decay(self, s: torch.Tensor, state: Optional[MixerState]):
         T, B, _ = s.shape
         z = self.decay_proj(s).view(T, B, self.heads, self.head_dim)
         h0 = None if state is None else state.decay.to(z.dtype)
@@ -156,17 +165,19 @@ class DualPathMixer(nn.Module):
             k_pos = torch.cat([state.positions, positions])
         mask = None
         use_flex = self.attention_backend == "flex" or (self.attention_backend == "auto" and x.is_cuda)
+        span = dict(window=self.window, anchors=self.anchors)
         if state is None and not use_flex:
-            pairs = attended_pairs(key_active, query_active, window=self.window, anchors=self.anchors)
-        else:
-            mask = window_anchor_mask(positions, k_pos, key_active, window=self.window, anchors=self.anchors)
+            pairs = attended_pairs(key_active, query_active, **span)
+        else:            # decoding steps are short: SDPA with the explicit mask
+            mask = window_anchor_mask(positions, k_pos, key_active, **span)
             pairs = (mask & query_active[..., None]).sum()
         backend = "sdpa" if mask is not None else self.attention_backend
         out = spike_gated_attention(
             q, k_all, v_all, positions, k_pos, key_active, query_active,
             window=self.window, anchors=self.anchors, backend=backend, mask=mask,
         )
-        return out.permute(2, 0, 1, 3).reshape(T, B, self.width), (k_all, v_all, key_active, k_pos), pairs
+        cache = (k_all, v_all, key_active, k_pos)
+        return out.permute(2, 0, 1, 3).reshape(T, B, self.width), cache, pairs
 
     def _next_state(self, h_last, cache, length) -> MixerState:
         """Keep the positions a query at ``length`` or later can see: anchors and the last
@@ -174,7 +185,8 @@ class DualPathMixer(nn.Module):
         k_all, v_all, key_active, k_pos = cache
         keep = (k_pos < self.anchors) | (k_pos > length - self.window)
         return MixerState(
-            decay=h_last.detach(), keys=k_all[:, :, keep].detach(), values=v_all[:, :, keep].detach(),
+            decay=h_last.detach(), keys=k_all[:, :, keep].detach(),
+            values=v_all[:, :, keep].detach(),
             active=key_active[:, keep], positions=k_pos[keep], length=length,
         )
 
@@ -262,8 +274,12 @@ class DualPathBlock(nn.Module):
         **mixer: object,
     ) -> None:
         super().__init__()
-        self.mixer = DualPathMixer(width, heads, window=window, anchors=anchors, dropout=dropout, **mixer)
-        self.ffn = SpikingFeedForward(width, hidden, threshold=threshold, surrogate=surrogate, dropout=dropout)
+        self.mixer = DualPathMixer(
+            width, heads, window=window, anchors=anchors, dropout=dropout, **mixer
+        )
+        self.ffn = SpikingFeedForward(
+            width, hidden, threshold=threshold, surrogate=surrogate, dropout=dropout
+        )
         self.threshold = check_real(threshold, "threshold", strict=True)
         self.surrogate = get_surrogate(surrogate)
         self.hidden_spike_rate: Optional[torch.Tensor] = None

@@ -28,7 +28,9 @@ import torch.nn.functional as F
 
 from spikegate.arguments import check_choice
 
-__all__ = ["rope", "window_anchor_mask", "spike_gated_attention", "attended_pairs", "ATTENTION_BACKENDS"]
+__all__ = [
+    "rope", "window_anchor_mask", "spike_gated_attention", "attended_pairs", "ATTENTION_BACKENDS",
+]
 
 ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
 
@@ -130,7 +132,9 @@ def spike_gated_attention(
     """
     check_choice(backend, "attention_backend", ATTENTION_BACKENDS)
     if backend == "flex" and not q.is_cuda:
-        raise ValueError(f"attention_backend: 'flex' needs CUDA tensors, got {q.device}; use 'sdpa'")
+        raise ValueError(
+            f"attention_backend: 'flex' needs CUDA tensors, got {q.device}; use 'sdpa'"
+        )
     if backend == "flex" or (backend == "auto" and q.is_cuda):
         out = _flex(q, k, v, q_pos, k_pos, key_active, window, anchors)
     else:
