@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from spikegate.arguments import check_choice
 
 __all__ = [
-    "rope", "window_anchor_mask", "spike_gated_attention", "attended_pairs", "ATTENTION_BACKENDS",
+    "rope", "window_anchor_mask", "flex_mask_mod", "spike_gated_attention", "attended_pairs",
+    "ATTENTION_BACKENDS",
 ]
 
 ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
@@ -89,14 +90,23 @@ def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
 
 
-def _flex(q, k, v, q_pos, k_pos, key_active, window, anchors):
-    from torch.nn.attention.flex_attention import create_block_mask
+def flex_mask_mod(q_pos: torch.Tensor, k_pos: torch.Tensor, key_active: torch.Tensor, *,
+                  window: int, anchors: int):
+    """The mask of :func:`window_anchor_mask` as a flex_attention ``mask_mod(b, h, q_idx,
+    kv_idx) -> bool`` (index tensors into ``q_pos``, ``k_pos`` and ``key_active``)."""
 
     def mask_mod(b, h, qi, ki):
         i, j = q_pos[qi], k_pos[ki]
         distance = i - j
         return (distance >= 0) & ((distance < window) | (j < anchors)) & key_active[b, ki]
 
+    return mask_mod
+
+
+def _flex(q, k, v, q_pos, k_pos, key_active, window, anchors):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    mask_mod = flex_mask_mod(q_pos, k_pos, key_active, window=window, anchors=anchors)
     B, _, Tq, _ = q.shape
     block_mask = create_block_mask(mask_mod, B, None, Tq, k.shape[2], device=q.device)
     # flex_attention returns 0 for a row whose keys are all masked

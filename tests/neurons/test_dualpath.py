@@ -5,6 +5,7 @@ explicit per-query softmax, and incremental decoding against the parallel forwar
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from spikegate.neurons.dualpath import (
 from spikegate.neurons.dualpath_mixer import DualPathBlock, DualPathMixer
 from spikegate.neurons.spike_attention import (
     attended_pairs,
+    flex_mask_mod,
     rope,
     spike_gated_attention,
     window_anchor_mask,
@@ -178,6 +180,26 @@ def test_sdpa_path_matches_explicit_attention():
     got = spike_gated_attention(q, k, v, pos, pos, active, everyone, window=3, anchors=2, backend="sdpa")
     assert not mask[0, 0].any() and torch.equal(got[0, :, 0], torch.zeros(H, Dh, dtype=torch.float64))
     torch.testing.assert_close(got, attention_loops(q, k, v, mask, everyone))
+
+
+def test_flex_mask_mod_matches_sdpa_in_eager_flex_attention():
+    """The CUDA path's block mask, run through flex_attention's eager (uncompiled) CPU path."""
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    g = torch.Generator().manual_seed(6)
+    B, H, T, Dh = 2, 2, 40, 16
+    q, k, v = (torch.randn(B, H, T, Dh, generator=g) for _ in range(3))
+    active = torch.rand(B, T, generator=g) < 0.4
+    active[0, :3] = False                            # row 0, queries 0-2: no visible key
+    pos = torch.arange(T)
+    kw = dict(window=5, anchors=2)
+    block_mask = flex.create_block_mask(flex_mask_mod(pos, pos, active, **kw), B, None, T, T, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # "flex_attention called without torch.compile"
+        got = flex.flex_attention(q, k, v, block_mask=block_mask)
+    everyone = torch.ones_like(active)
+    want = spike_gated_attention(q, k, v, pos, pos, active, everyone, backend="sdpa", **kw)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got[0, :, :3], torch.zeros(H, 3, Dh))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="flex_attention needs CUDA; SDPA is the oracle")
