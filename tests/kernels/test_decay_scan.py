@@ -95,3 +95,23 @@ def test_refuses_float64_and_bad_chunk():
         decay_scan_triton(z.double(), r)
     with pytest.raises(ValueError, match="chunk: expected an int >= 1"):
         decay_scan_triton(z, r, chunk=0)
+
+
+def test_mixer_on_the_kernel_matches_the_torch_path():
+    from spikegate.neurons.dualpath_mixer import DualPathMixer
+
+    torch.manual_seed(0)
+    mixers = {
+        b: DualPathMixer(16, 2, window=3, anchors=1, backend=b).to(DEVICE) for b in ("torch", "triton")
+    }
+    mixers["triton"].load_state_dict(mixers["torch"].state_dict())
+    g = torch.Generator().manual_seed(2)
+    s = (torch.rand(9, 2, 16, generator=g) < 0.1).float().to(DEVICE)
+    x = torch.randn(9, 2, 16, generator=g).to(DEVICE)
+    ys = {b: m(s, x)[0] for b, m in mixers.items()}
+    torch.testing.assert_close(ys["triton"], ys["torch"], **TOL[torch.float32])
+    for m, y in zip(mixers.values(), ys.values()):
+        y.square().sum().backward()
+    torch.testing.assert_close(
+        mixers["triton"].decay_logit.grad, mixers["torch"].decay_logit.grad, **TOL[torch.float32]
+    )
