@@ -64,7 +64,8 @@ def _chunk_ends_kernel(
     Reverse: chunks 1..n-1, ends[c - 1] holds chunk c's state at its first step."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
-    c = tl.program_id(1) + REVERSE
+    shift = 1 if REVERSE else 0
+    c = tl.program_id(1) + shift
     lam = _head_decay(lam_ptr, offs, mask, H, Dh)
     scale = 1.0 - lam if INPUT_SCALED else tl.full([BLOCK], 1.0, tl.float32)
     t0 = c * C
@@ -79,7 +80,7 @@ def _chunk_ends_kernel(
     for i in range(t1 - t0):
         s = lam * s + scale * tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
         x_ptrs += step
-    tl.store(ends_ptr + (c - REVERSE).to(tl.int64) * M + offs, s, mask=mask)
+    tl.store(ends_ptr + (c - shift).to(tl.int64) * M + offs, s, mask=mask)
 
 
 @triton.jit
