@@ -6,6 +6,10 @@ Trainer entry points (Hydra ``_target_``): ``spikegate.datasets.DigitsData``,
 ``EventDigitsData``, ``NMNISTData``, ``DVSGestureData``, ``SHDData``, ``SSCData``,
 ``CIFAR10DVSData`` and ``POKERDVSData``; each has ``.train``, ``.test`` (items ``(x [T, *input_shape]
 float32, label)``), ``.input_shape``, ``.num_classes`` and ``.time_steps``.
+
+Language modelling: ``spikegate.datasets.PythonSourceData`` (the interpreter's standard-library
+sources as bytes) has ``.train``, ``.test`` (the validation split; items ``(x [T] int64,
+y [T] int64)``, y the next bytes), ``.vocab_size`` and ``.context``.
 """
 
 from .digits import DIGIT_CLASSES, DigitsData, digits_split, load_digits_split, rate_code
@@ -43,6 +47,7 @@ from .sources import (
     DatasetRootError,
     PartialDatasetWarning,
 )
+from .pysource import ByteWindows, PythonSourceData, load_source_bytes, python_source_files, source_split
 
 __all__ = [
     "DIGIT_CLASSES",
@@ -82,4 +87,9 @@ __all__ = [
     "DatasetRootError",
     "CorruptDatasetFileError",
     "PartialDatasetWarning",
+    "ByteWindows",
+    "PythonSourceData",
+    "load_source_bytes",
+    "python_source_files",
+    "source_split",
 ]

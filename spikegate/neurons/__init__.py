@@ -1,6 +1,9 @@
 """Neuron models: pure sequence functions over time and thin nn.Module wrappers."""
 
 from .cost import NeuronCost
+from .decay_scan import decay_scan_sequence
+from .dualpath import Cauchy, SpikeEncoder, SpikingFeedForward, spike_encoder_sequence
+from .dualpath_mixer import DualPathBlock, DualPathMixer, MixerState
 from .lif import LIF, lif_sequence
 from .surrogate import ATan, FastSigmoid, Sigmoid, STE, Surrogate, Triangle, get_surrogate, spike
 
@@ -8,6 +11,14 @@ __all__ = [
     "LIF",
     "lif_sequence",
     "NeuronCost",
+    "decay_scan_sequence",
+    "Cauchy",
+    "SpikeEncoder",
+    "SpikingFeedForward",
+    "spike_encoder_sequence",
+    "DualPathBlock",
+    "DualPathMixer",
+    "MixerState",
     "Surrogate",
     "ATan",
     "Sigmoid",
