@@ -5,6 +5,7 @@
     spikegate energy RUN_DIR [preset=...]  energy per inference, layer by layer (energy.json/.md/.png)
     spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
     spikegate report DIR                   tabulate the metrics.json of the runs under DIR (a sweep)
+    spikegate plot RUN_DIR [--sample N] [--layer NAME] [--out PATH]   input, spikes, membrane, rates of one test sample
 """
 
 from __future__ import annotations
@@ -107,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         from spikegate.energy.command import main as energy_main
 
         return energy_main(rest)
-    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'energy', 'bench', 'report']\n\nusage:\n{USAGE}",
+    if command == "plot":
+        from spikegate.plot import main as plot_main
+
+        return plot_main(rest)
+    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'energy', 'bench', 'report', 'plot']\n\nusage:\n{USAGE}",
           file=sys.stderr)
     return 2
 

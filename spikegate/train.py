@@ -33,7 +33,7 @@ from spikegate.atomic import atomic_write, save_json
 from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spikegate.energy import EnergyCounter, EnergyReport, preset_from_config
 
-__all__ = ["run", "evaluate", "evaluate_run", "NonFiniteLossError"]
+__all__ = ["run", "evaluate", "evaluate_run", "load_run", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -110,19 +110,27 @@ def _build(cfg: DictConfig, device: torch.device):
     return data, model, rule
 
 
-def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, float]:
-    """Rebuild a finished run from its ``config.yaml`` and ``checkpoint.pt`` and score its test set.
-
-    Writes ``evaluation.json`` into ``run_dir`` (atomically) and returns the same scores."""
+def load_run(run_dir: str | Path, *, device: str = "auto", command: str = "evaluate"):
+    """A finished run rebuilt from its ``config.yaml`` and ``checkpoint.pt``: ``(cfg, data, model,
+    state, device)``, the model holding the trained weights. ``command`` names the caller in errors."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise CheckpointError(f"evaluate: expected a run directory with config.yaml, got {run_dir}")
+        raise CheckpointError(f"{command}: expected a run directory with config.yaml, got {run_dir}")
     cfg = OmegaConf.load(config_path)
     dev = _device(device)
     data, model, _ = _build(cfg, dev)
     state = load_checkpoint(run_dir, fingerprint=_fingerprint(cfg))
     model.load_state_dict(state["model"])
+    return cfg, data, model, state, dev
+
+
+def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, float]:
+    """Rebuild a finished run from its ``config.yaml`` and ``checkpoint.pt`` and score its test set.
+
+    Writes ``evaluation.json`` into ``run_dir`` (atomically) and returns the same scores."""
+    run_dir = Path(run_dir)
+    cfg, data, model, state, dev = load_run(run_dir, device=device)
     scores = {**evaluate(model, _test_loader(data, cfg.trainer), dev, cfg.get("energy")), "epochs": state["epoch"]}
     save_json(run_dir / "evaluation.json", scores)
     return scores
