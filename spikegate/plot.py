@@ -124,7 +124,8 @@ def record_sample(model: nn.Module, x: torch.Tensor, label: Optional[int] = None
 
         def after(module, args, output, name=name):
             spikes = output[0] if isinstance(output, tuple) else output
-            seen[name]["spikes"] = spikes.detach()
+            if isinstance(spikes, torch.Tensor) and spikes.dim() >= 2:  # [T, 1, ...]; else not drawable
+                seen[name]["spikes"] = spikes.detach()
 
         handles += [module.register_forward_pre_hook(before, with_kwargs=True),
                     module.register_forward_hook(after)]
@@ -136,7 +137,7 @@ def record_sample(model: nn.Module, x: torch.Tensor, label: Optional[int] = None
         for handle in handles:
             handle.remove()
     modules = dict(model.named_modules())
-    layers = [_trace(name, modules[name], seen[name]) for name in seen]
+    layers = [_trace(name, modules[name], seen[name]) for name in seen if "spikes" in seen[name]]
     return SampleRecording(input=x.detach().cpu().numpy(), logits=logits[0].float().cpu().numpy(),
                            layers=layers, label=label)
 

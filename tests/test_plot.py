@@ -45,6 +45,17 @@ def test_membrane_is_the_equations_before_reset(reset):
     assert torch.equal(neuron(x, v0)[0], spikes)
 
 
+def test_learned_per_neuron_decay_is_used():
+    neuron = LIF(beta=0.7, learn_beta=True, shape=(5,), backend="torch")
+    with torch.no_grad():
+        neuron.beta_logit.copy_(torch.linspace(-1, 2, 5))
+    x = torch.rand(9, 2, 5, generator=torch.Generator().manual_seed(4)) * 1.5
+    u, spikes = lif_membrane(neuron, x)
+    want_u, want_s = lif_by_hand(x, torch.sigmoid(torch.linspace(-1, 2, 5)), 1.0, "zero")
+    assert torch.equal(spikes, want_s)
+    torch.testing.assert_close(u, want_u, rtol=0, atol=1e-6)
+
+
 def small_mlp():
     torch.manual_seed(0)
     neuron = functools.partial(LIF, beta=0.9, threshold=1.0, backend="torch")
@@ -137,3 +148,11 @@ def test_plot_command_draws_a_trained_run(tmp_path, capsys):
     assert "plot: expected a run directory with config.yaml" in capsys.readouterr().err
     assert main([str(run_dir), "--bogus"]) == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_cli_dispatches_plot():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "spikegate.cli", "plot"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "usage: spikegate plot RUN_DIR" in out.stderr
