@@ -6,7 +6,8 @@
     spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
     spikegate report DIR [--format csv]    tabulate the runs under DIR (a sweep): per run, mean/std over seeds,
                                            learning curves, accuracy vs energy, the runs that failed
-    spikegate plot RUN_DIR [--sample N] [--layer NAME] [--out PATH]   input, spikes, membrane, rates of one test sample
+    spikegate plot RUN_DIR [OPTIONS]       one test sample: input, spike raster, membrane traces, firing rates
+                                           (--sample N, --layer NAME, --out PATH; into RUN_DIR/sample_N.png)
 """
 
 from __future__ import annotations
