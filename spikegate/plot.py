@@ -205,7 +205,8 @@ def _draw_raster(ax, trace: LayerTrace) -> None:
     ax.set_xlim(-0.5, T - 0.5)
     ax.set_ylim(-0.5, N - 0.5)
     which = f"all {N} neurons" if len(shown) == N else f"{len(shown)} of {N} neurons, evenly spaced"
-    ax.set(xlabel="time step", ylabel="neuron (flattened index)", title=f"{trace.name} spikes ({which})")
+    ax.set(xlabel="time step", ylabel="neuron (flattened index)")
+    ax.set_title(f"{trace.name} spikes\n({which})", fontsize=10)
 
 
 def _draw_membrane(ax, trace: LayerTrace) -> None:
@@ -224,8 +225,8 @@ def _draw_membrane(ax, trace: LayerTrace) -> None:
         ax.plot(steps[fired], trace.membrane[fired, i], "o", ms=4, color=line.get_color())
     ax.axhline(trace.threshold, color="gray", ls="--", lw=1, label=f"threshold {trace.threshold:g}")
     ax.set_xlim(-0.5, T - 0.5)
-    ax.set(xlabel="time step", ylabel="membrane u[t] before reset",
-           title=f"{trace.name} membrane, {len(chosen)} most active neurons (dots: spikes)")
+    ax.set(xlabel="time step", ylabel="membrane u[t] before reset")
+    ax.set_title(f"{trace.name} membrane\n({len(chosen)} most active neurons; dots: spikes)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
