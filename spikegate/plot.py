@@ -142,17 +142,20 @@ def record_sample(model: nn.Module, x: torch.Tensor, label: Optional[int] = None
                            layers=layers, label=label)
 
 
+def _flat(t: torch.Tensor) -> np.ndarray:
+    """``[T, 1, ...]`` (a batch of one) -> ``[T, N]`` float numpy."""
+    return t[:, 0].reshape(t.shape[0], -1).float().cpu().numpy()
+
+
 def _trace(name: str, module: nn.Module, seen: dict) -> LayerTrace:
     spikes = seen["spikes"]
-    T = spikes.shape[0]
-    flat = lambda t: t[:, 0].reshape(T, -1).float().cpu().numpy()  # noqa: E731 - [T, 1, ...] -> [T, N]
-    trace = LayerTrace(name=name, kind=type(module).__name__, shape=tuple(spikes.shape[2:]), spikes=flat(spikes))
+    trace = LayerTrace(name=name, kind=type(module).__name__, shape=tuple(spikes.shape[2:]), spikes=_flat(spikes))
     if isinstance(module, LIF):
         u, again = lif_membrane(module, seen["input"], seen["v0"])
         if not torch.equal(again, spikes):
             warnings.warn(f"plot: the membrane of {name} recomputed step by step gives other spikes than "
                           "the layer produced; its traces are approximate", stacklevel=3)
-        trace.membrane, trace.threshold = flat(u), module.threshold
+        trace.membrane, trace.threshold = _flat(u), module.threshold
     return trace
 
 

@@ -176,8 +176,12 @@ def format_groups(rows: list[dict]) -> str:
     body = [[*(g[k] for k in keys), *([] if keys else ["all"]), str(g["runs"]),
              *(_mean_std(c, g[f"{c}_mean"], g[f"{c}_std"]) for c in columns)] for g in groups]
     widths = [max(len(str(line[i])) for line in [head, *body]) for i in range(len(head))]
-    fmt = lambda line: "| " + " | ".join(str(v).ljust(w) for v, w in zip(line, widths)) + " |"  # noqa: E731
-    return "\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, body)])
+    lines = [_padded(head, widths), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    return "\n".join([*lines, *(_padded(line, widths) for line in body)])
+
+
+def _padded(line: list, widths: list[int]) -> str:
+    return "| " + " | ".join(str(v).ljust(w) for v, w in zip(line, widths)) + " |"
 
 
 def _csv(head: list[str], body: list[list]) -> str:
