@@ -159,3 +159,26 @@ def test_event_digits_unreadable_cache_file_is_not_called_corrupt(tmp_path, monk
     with pytest.raises(CorruptCacheError, match="cannot read the event cache .* \\(permission denied\\)") as error:
         EventDigits(tmp_path, "test", camera=SMALL, progress=False)
     assert repr(str(first.cache_path)) in str(error.value)
+
+
+def test_unreadable_sample_file_is_named(tmp_path, monkeypatch):
+    from event_file_formats import nmnist_bytes
+
+    from spikegate.datasets import CorruptDatasetFileError
+
+    for split in ("Train", "Test"):
+        (tmp_path / "NMNIST" / split / "0").mkdir(parents=True)
+        (tmp_path / "NMNIST" / split / "0" / "00001.bin").write_bytes(nmnist_bytes([1], [2], [1], [10]))
+    locked = tmp_path / "NMNIST" / "Test" / "0" / "00001.bin"
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.warns(UserWarning, match="partial copy"), \
+            pytest.raises(CorruptDatasetFileError, match="cannot read .*Permission denied") as error:
+        build(NMNISTData, tmp_path, tmp_path)
+    assert repr(str(locked)) in one_line(error)
