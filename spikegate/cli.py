@@ -4,7 +4,10 @@
     spikegate evaluate RUN_DIR             score a finished run's checkpoint on its test set again
     spikegate energy RUN_DIR [preset=...]  energy per inference, layer by layer (energy.json/.md/.png)
     spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
-    spikegate report DIR                   tabulate the metrics.json of the runs under DIR (a sweep)
+    spikegate report DIR [--format csv]    tabulate the runs under DIR (a sweep): per run, mean/std over seeds,
+                                           learning curves, accuracy vs energy, the runs that failed
+    spikegate plot RUN_DIR [OPTIONS]       one test sample: input, spike raster, membrane traces, firing rates
+                                           (--sample N, --layer NAME, --out PATH; into RUN_DIR/sample_N.png)
 """
 
 from __future__ import annotations
@@ -72,19 +75,9 @@ def _evaluate(args: list[str]) -> int:
 
 
 def _report(args: list[str]) -> int:
-    from spikegate.report import collect_runs, format_table, plot_sweep
+    from spikegate.report import main as report_main
 
-    if len(args) != 1:
-        print("usage: spikegate report DIR", file=sys.stderr)
-        return 2
-    try:
-        rows = collect_runs(args[0])
-        print(format_table(rows))
-        print(f"accuracy vs energy: {plot_sweep(args[0], rows)}", file=sys.stderr)  # stdout: the table
-    except FileNotFoundError as err:
-        print(err, file=sys.stderr)
-        return 2
-    return 0
+    return report_main(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         from spikegate.energy.command import main as energy_main
 
         return energy_main(rest)
-    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'energy', 'bench', 'report']\n\nusage:\n{USAGE}",
+    if command == "plot":
+        from spikegate.plot import main as plot_main
+
+        return plot_main(rest)
+    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'energy', 'bench', 'report', 'plot']\n\nusage:\n{USAGE}",
           file=sys.stderr)
     return 2
 

@@ -10,6 +10,7 @@ evaluates every epoch, and writes into ``run_dir``:
   ``energy_pj_per_inference``, ``bit_budget_per_inference``, ``energy_preset``, ``epochs``, ``wall_s``
   and the per-epoch history (atomic),
 * ``training_curves.png``: loss and accuracy per epoch.
+* ``tensorboard/``: the same per-epoch metrics as TensorBoard scalars, with ``trainer.tensorboard=true``.
 
 ``trainer.resume=true`` continues from ``run_dir/checkpoint.pt`` (or from a given path) exactly where
 it stopped: shuffling is seeded per epoch, so epoch ``k`` sees the same batches either way.
@@ -32,8 +33,9 @@ from spikegate.arguments import check_int, check_real
 from spikegate.atomic import atomic_write, save_json
 from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spikegate.energy import EnergyCounter, EnergyReport, preset_from_config
+from spikegate.tensorboard_log import open_tensorboard
 
-__all__ = ["run", "evaluate", "evaluate_run", "NonFiniteLossError"]
+__all__ = ["run", "evaluate", "evaluate_run", "load_run", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -110,19 +112,27 @@ def _build(cfg: DictConfig, device: torch.device):
     return data, model, rule
 
 
-def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, float]:
-    """Rebuild a finished run from its ``config.yaml`` and ``checkpoint.pt`` and score its test set.
-
-    Writes ``evaluation.json`` into ``run_dir`` (atomically) and returns the same scores."""
+def load_run(run_dir: str | Path, *, device: str = "auto", command: str = "evaluate"):
+    """A finished run rebuilt from its ``config.yaml`` and ``checkpoint.pt``: ``(cfg, data, model,
+    state, device)``, the model holding the trained weights. ``command`` names the caller in errors."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise CheckpointError(f"evaluate: expected a run directory with config.yaml, got {run_dir}")
+        raise CheckpointError(f"{command}: expected a run directory with config.yaml, got {run_dir}")
     cfg = OmegaConf.load(config_path)
     dev = _device(device)
     data, model, _ = _build(cfg, dev)
     state = load_checkpoint(run_dir, fingerprint=_fingerprint(cfg))
     model.load_state_dict(state["model"])
+    return cfg, data, model, state, dev
+
+
+def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, float]:
+    """Rebuild a finished run from its ``config.yaml`` and ``checkpoint.pt`` and score its test set.
+
+    Writes ``evaluation.json`` into ``run_dir`` (atomically) and returns the same scores."""
+    run_dir = Path(run_dir)
+    cfg, data, model, state, dev = load_run(run_dir, device=device)
     scores = {**evaluate(model, _test_loader(data, cfg.trainer), dev, cfg.get("energy")), "epochs": state["epoch"]}
     save_json(run_dir / "evaluation.json", scores)
     return scores
@@ -166,6 +176,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         check_int(tcfg[key], f"trainer.{key}", minimum=1)
     check_real(tcfg.lr, "trainer.lr", strict=True)
     preset_from_config(cfg.get("energy"))  # bad energy constants fail before training, not after it
+    board = open_tensorboard(tcfg.get("tensorboard", False), run_dir)  # no package: fails here, early
     torch.manual_seed(cfg.seed)
     device = _device(tcfg.device)
     data, model, rule = _build(cfg, device)
@@ -234,12 +245,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             "wall_s": wall, "fingerprint": fingerprint,
         })
         last_good = ckpt_path
+        board.log(row)
         tqdm.write(
             f"epoch {epoch + 1:>3}/{tcfg.epochs}  loss {row['train_loss']:.4f}  "
             f"train {100 * row['train_accuracy']:5.1f}%  test {100 * row['test_accuracy']:5.1f}%  "
             f"spike rate {row['spike_rate']:.3f}"
         )
 
+    board.close()
     final = history[-1]
     metrics = {
         "test_accuracy": final["test_accuracy"],

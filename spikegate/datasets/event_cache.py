@@ -157,6 +157,11 @@ def load_event_set(
             params=str(arrays["params"]),
         )
         _validate(event_set, expected_params, sensor_size)
+    except PermissionError as error:  # not corrupt: the file is there but this user cannot read it
+        raise CorruptCacheError(
+            f"cannot read the event cache {str(path)!r} (permission denied); make it readable or "
+            "point dataset.root elsewhere"
+        ) from error
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as error:
         raise CorruptCacheError(
             f"event cache {str(path)!r} is corrupt: {error}. Delete it to regenerate it."

@@ -14,6 +14,7 @@ parameter that shapes the events, so changing one writes a new file. ``root`` de
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -36,6 +37,7 @@ from .event_cache import (
 )
 from .event_camera import EVENT_DTYPE, SaccadeCamera, emulate_saccade_events_batch
 from .frames import FrameDataset
+from .sources import DatasetRootError
 
 __all__ = ["CACHE_VERSION", "EventDigits", "EventDigitsData", "bin_events", "as_camera"]
 
@@ -61,6 +63,27 @@ def as_camera(camera: CameraLike) -> SaccadeCamera:
         f"camera: expected a SaccadeCamera, a mapping of its fields or None, "
         f"got {type(camera).__name__}"
     )
+
+
+def _check_cache_folder(folder: Path) -> None:
+    """``folder`` (``root/event_digits``) exists or can be made, and can be written."""
+    if folder.exists() and not folder.is_dir():
+        raise DatasetRootError(
+            f"dataset.root: {str(folder)!r} is a file, expected the folder of the event_digits cache; "
+            "move it away or point dataset.root elsewhere"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatasetRootError(
+            f"dataset.root: cannot make the event cache folder {str(folder)!r} ({error.strerror}); "
+            "point dataset.root at a writable folder"
+        ) from error
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DatasetRootError(
+            f"dataset.root: cannot write the event cache in {str(folder)!r} (permission denied); "
+            "point dataset.root at a writable folder"
+        )
 
 
 class EventDigits(Dataset):
@@ -120,6 +143,7 @@ class EventDigits(Dataset):
                 self.cache_path, expected_params=self.params, sensor_size=(width, height)
             )
         else:
+            _check_cache_folder(self.cache_path.parent)  # before the generation, not after it
             self.event_set = self._generate(progress)
             save_event_set(self.cache_path, self.event_set)
         self.targets = self.event_set.targets

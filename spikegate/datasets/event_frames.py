@@ -209,6 +209,9 @@ class RecordedEventData:
         hint = f"; {str(self.root)!r} holds {', '.join(others)} (another dataset?)" if others else ""
         if self.root.name == self.folder:
             hint = f"; set dataset.root to the folder that holds {self.folder}/, not {self.folder} itself"
+        elif self.root.name in KNOWN_FOLDERS:
+            hint = (f"; {str(self.root)!r} looks like {self.root.name}'s own folder (another dataset): "
+                    f"set dataset.root to the folder that holds {self.folder}/")
         return (
             f"{self.name}: no dataset files in {str(folder)!r}; expected {self.expected} "
             f"(published at {self.published}; set dataset.root to the folder that holds "

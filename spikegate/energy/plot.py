@@ -46,7 +46,8 @@ def plot_layers(report: EnergyReport, path: str | Path) -> Path:
 
 
 def plot_accuracy_vs_energy(rows: Sequence[dict], path: str | Path) -> Path:
-    """A PNG of test accuracy (%) against energy per inference (pJ, log axis), one point per run.
+    """A PNG of test accuracy (%) against energy per inference (pJ; a log axis when the energies
+    span more than a decade), one point per run.
 
     ``rows``: dicts with ``test_accuracy``, ``energy_pj_per_inference`` and a label in
     ``overrides`` or ``run`` (as :func:`spikegate.report.collect_runs` returns them); runs missing
@@ -59,7 +60,8 @@ def plot_accuracy_vs_energy(rows: Sequence[dict], path: str | Path) -> Path:
         ax.scatter(x, y)
         ax.annotate(r.get("overrides") or r.get("run", ""), (x, y), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")
-    if points:
+    energies = [r["energy_pj_per_inference"] for r in points]
+    if points and max(energies) > 10 * min(energies):  # a log axis over less than a decade labels badly
         ax.set_xscale("log")
     ax.set(xlabel="energy per inference (pJ)", ylabel="test accuracy (%)", title="accuracy vs energy")
     ax.grid(alpha=0.3)
