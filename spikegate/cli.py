@@ -148,16 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     if "--verbose" in argv:
         argv = [a for a in argv if a != "--verbose"]
         os.environ["HYDRA_FULL_ERROR"] = "1"  # one switch for spikegate's errors and Hydra's
+    try:
+        return _dispatch(argv)
+    except SystemExit as stop:  # Hydra's one-line config errors and spikegate's user errors
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage:\n" + USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "train":
         sys.argv = ["spikegate train", *rest]
-        try:
-            _train()
-        except SystemExit as stop:  # Hydra's one-line config errors and spikegate's exit this way
-            return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        _train()
         return 0
     if command == "bench":
         return _bench(rest)
