@@ -116,9 +116,10 @@ def _bench(args: list[str]) -> int:
 
 
 def _evaluate(args: list[str]) -> int:
-    if len(args) != 1 or args[0] in ("-h", "--help"):  # before the slow imports
-        print("usage: spikegate evaluate RUN_DIR", file=sys.stdout if args else sys.stderr)
-        return 0 if args else EXIT_USER_ERROR
+    asked = args[:1] in (["-h"], ["--help"])
+    if len(args) != 1 or asked:  # before the slow imports
+        print("usage: spikegate evaluate RUN_DIR", file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else EXIT_USER_ERROR
     with one_line_errors("spikegate evaluate"):
         from spikegate.train import evaluate_run
 
@@ -130,9 +131,10 @@ def _evaluate(args: list[str]) -> int:
 def _report(args: list[str]) -> int:
     from spikegate.report import collect_runs, format_table, plot_sweep
 
-    if len(args) != 1 or args[0] in ("-h", "--help"):
-        print("usage: spikegate report DIR", file=sys.stdout if args else sys.stderr)
-        return 0 if args else EXIT_USER_ERROR
+    asked = args[:1] in (["-h"], ["--help"])
+    if len(args) != 1 or asked:
+        print("usage: spikegate report DIR", file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else EXIT_USER_ERROR
     with one_line_errors("spikegate report"):
         mixed: list[str] = []
         rows = collect_runs(args[0], mixed=mixed)
