@@ -7,8 +7,9 @@ evaluates every epoch, and writes into ``run_dir``:
 * ``config.yaml``: the resolved configuration,
 * ``checkpoint.pt``: model, optimiser, schedule and history after every epoch (atomic),
 * ``metrics.json``: ``test_accuracy``, ``spike_rate``, ``synops_per_inference``,
-  ``energy_pj_per_inference``, ``bit_budget_per_inference``, ``energy_preset``, ``epochs``, ``wall_s``
-  and the per-epoch history (atomic),
+  ``energy_pj_per_inference``, ``bit_budget_per_inference``, ``energy_preset``, ``epochs``, ``wall_s``,
+  ``config_digest`` (``spikegate.run_directory.run_digest``, also in the checkpoint) and the
+  per-epoch history (atomic),
 * ``training_curves.png``: loss and accuracy per epoch.
 
 ``trainer.resume=true`` continues from ``run_dir/checkpoint.pt`` (or from a given path) exactly where
