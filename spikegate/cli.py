@@ -123,7 +123,14 @@ def _evaluate(args: list[str]) -> int:
     with one_line_errors("spikegate evaluate"):
         from spikegate.train import evaluate_run
 
-        scores = evaluate_run(args[0])
+        run_dir = Path(args[0])
+        # held while scoring: a run still writing there (or a resume starting) would mix the files
+        claim = claim_run_directory(run_dir, fresh=False) if (run_dir / "config.yaml").is_file() else None
+        try:
+            scores = evaluate_run(run_dir)
+        finally:
+            if claim is not None:
+                claim.release()
     print(f"{_summary(scores)}  |  after {_count(scores['epochs'], 'epoch')}")
     return 0
 

@@ -148,7 +148,7 @@ def claim_run_directory(path: str | os.PathLike, *, fresh: bool) -> RunDirectory
             if not fresh:
                 raise RunDirectoryError(
                     f"run directory {candidate} is in use by another run ({_holder(candidate / LOCK_NAME)}); "
-                    "wait for it to finish or pick another hydra.run.dir"
+                    "wait for it to finish"
                 )
             continue
         if fresh and _holds_run(candidate):

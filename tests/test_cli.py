@@ -273,3 +273,17 @@ def test_report_labels_a_run_of_the_defaults(tmp_path):
            "energy_pj_per_inference": 2.0, "bit_budget_per_inference": 3.0, "epochs": 1, "wall_s": 1.0}
     assert format_table([row]).splitlines()[2].startswith("| (defaults) | 90.0% |")
     assert format_table([{**row, "run": "0_x"}]).splitlines()[2].startswith("| (defaults) 0_x |")
+
+
+def test_evaluate_waits_for_a_run_that_holds_its_directory(tmp_path, in_process):
+    from spikegate.run_directory import claim_run_directory
+
+    run_dir = tmp_path / "run"
+    holder = claim_run_directory(run_dir, fresh=True)
+    (run_dir / "config.yaml").write_text("{}\n")
+    try:
+        out = in_process("evaluate", str(run_dir))
+    finally:
+        holder.release()
+    assert out.code == 2
+    assert out.err.startswith(f"spikegate evaluate: run directory {run_dir} is in use by another run (pid ")
