@@ -38,13 +38,24 @@ def spikegate(*args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_train_prints_accuracy_and_writes_run_dir(tmp_path):
-    out = spikegate("train", *QUICK, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+def test_train_prints_accuracy_and_writes_run_dir(tmp_path, in_process):
+    """stderr is a pipe here, as when a run is logged to a file: no progress-bar frames (the bar is
+    on in the config), no library INFO lines, no log file, and counts and units that read right."""
+    run_dir = tmp_path / "run"
+    with_bar = [o for o in QUICK if o != "trainer.progress=false"]
+    out = spikegate("train", *with_bar, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "test accuracy" in out.stdout and "energy/inference" in out.stdout
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert f"{100 * metrics['test_accuracy']:.1f}%" in out.stdout
-    assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "\r" not in out.stderr and "\r" not in out.stdout
+    assert "INFO" not in out.stdout + out.stderr
+    assert "1 epoch in" in out.stdout and "1 epochs" not in out.stdout
+    assert not list(run_dir.glob("*.log"))
+    assert f"energy/inference {metrics['energy_pj_per_inference']:.3g} pJ" in out.stdout
+    table = in_process("report", str(run_dir))
+    assert table.out.splitlines()[2].startswith("| dataset=digits")  # the overrides as typed
 
 
 def test_evaluate_scores_a_finished_run_again(tmp_path):
@@ -247,23 +258,6 @@ def test_help_and_usage_are_plain_and_quick(tmp_path, in_process):
               "print(code, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["2", "False"] and out.stderr.strip() == "usage: spikegate evaluate RUN_DIR"
-
-
-def test_training_output_is_clean_in_a_log(tmp_path, in_process):
-    """stderr is a pipe here, as when a run is logged to a file: no progress-bar frames, no library
-    INFO lines, no log file, and counts and units that read right."""
-    run_dir = tmp_path / "run"
-    out = spikegate("train", *[o for o in QUICK if o != "trainer.progress=false"], f"hydra.run.dir={run_dir}",
-                    cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "\r" not in out.stderr and "\r" not in out.stdout
-    assert "INFO" not in out.stdout + out.stderr
-    assert "1 epoch in" in out.stdout and "1 epochs" not in out.stdout
-    assert not list(run_dir.glob("*.log"))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert f"energy/inference {metrics['energy_pj_per_inference']:.3g} pJ" in out.stdout
-    table = in_process("report", str(run_dir))
-    assert table.out.splitlines()[2].startswith("| dataset=digits")  # the overrides as typed
 
 
 def test_report_labels_a_run_of_the_defaults(tmp_path):
