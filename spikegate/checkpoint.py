@@ -32,8 +32,16 @@ def load_checkpoint(path: PathLike, *, fingerprint: dict[str, Any] | None = None
     except Exception as err:  # torch raises several types for a truncated or foreign file
         raise CheckpointError(f"checkpoint: {path} is unreadable ({err})") from None
     if fingerprint is not None and state.get("fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"checkpoint: {path} was written by another configuration:\n"
-            f"  expected {fingerprint}\n  found    {state.get('fingerprint')}"
-        )
+        differences = "; ".join(_differences(fingerprint, state.get("fingerprint")))
+        raise CheckpointError(f"checkpoint: {path} was written by another configuration ({differences})")
     return state
+
+
+def _differences(expected: Any, found: Any, key: str = "") -> list[str]:
+    """``key: here <expected>, checkpoint <found>`` for each leaf setting that differs."""
+    if isinstance(expected, dict) and isinstance(found, dict):
+        return [line for name in sorted(expected.keys() | found.keys(), key=str)
+                for line in _differences(expected.get(name), found.get(name), f"{key}.{name}" if key else str(name))]
+    if expected == found:
+        return []
+    return [f"{key or 'fingerprint'}: here {expected!r}, in the checkpoint {found!r}"]

@@ -1,6 +1,6 @@
-"""The ``spikegate`` command.
+"""The spikegate command (this docstring is its usage text, so it is written for a terminal).
 
-    spikegate train [OVERRIDES...]         train with Hydra (``-m`` sweeps, ``--cfg job`` shows the config)
+    spikegate train [OVERRIDES...]         train with Hydra (-m sweeps, --cfg job shows the config)
     spikegate evaluate RUN_DIR             score a finished run's checkpoint on its test set again
     spikegate energy RUN_DIR [preset=...]  energy per inference, layer by layer (energy.json/.md/.png)
     spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
@@ -8,17 +8,25 @@
                                            learning curves, accuracy vs energy, the runs that failed
     spikegate plot RUN_DIR [OPTIONS]       one test sample: input, spike raster, membrane traces, firing rates
                                            (--sample N, --layer NAME, --out PATH; into RUN_DIR/sample_N.png)
+
+    --verbose (any command) shows the traceback of an error instead of its one-line message.
 """
 
 from __future__ import annotations
 
+import os
 import runpy
+import shlex
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from spikegate.atomic import atomic_write
+from spikegate.run_directory import RunDirectory, claim_run_directory
+from spikegate.user_errors import EXIT_USER_ERROR, one_line_errors
 
 USAGE = __doc__.split("\n", 2)[2]
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -26,20 +34,72 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _train(cfg: DictConfig) -> float:
-    from spikegate.train import run
+    with one_line_errors("spikegate train"):
+        from spikegate.train import run
 
-    run_dir = HydraConfig.get().runtime.output_dir
-    metrics = run(cfg, run_dir)
-    print(f"\n{_summary(metrics)}  |  {metrics['epochs']} epochs in {metrics['wall_s']:.0f} s\n"
-          f"run directory: {run_dir}")
+        asked = Path(HydraConfig.get().runtime.output_dir)
+        resuming = cfg.trainer.resume is True or cfg.trainer.resume == "true"
+        claim = claim_run_directory(asked, fresh=not resuming)
+        if claim.path != asked:
+            print(f"spikegate train: {_shown(asked)} holds another run; this run writes into "
+                  f"{_shown(claim.path)}", file=sys.stderr)
+        try:
+            metrics = run(cfg, claim.path, on_start=lambda: _write_hydra_files(cfg, claim.path))
+        except KeyboardInterrupt:
+            claim.release(keep=(claim.path / "checkpoint.pt").is_file())
+            print(f"spikegate train: interrupted; {_resume_hint(cfg, claim)}", file=sys.stderr)
+            raise SystemExit(130) from None
+        except BaseException:
+            claim.release(keep=(claim.path / "checkpoint.pt").is_file())
+            raise
+        claim.release()
+    print(f"\n{_summary(metrics)}  |  {_count(metrics['epochs'], 'epoch')} in {metrics['wall_s']:.0f} s\n"
+          f"run directory: {_shown(claim.path)}")
     return metrics["test_accuracy"]
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if Path.cwd() in path.parents else str(path)
+
+
+def _write_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
+    """What Hydra writes into ``.hydra/`` (config, hydra config, overrides), written here once the
+    run owns ``run_dir`` and its checks have passed."""
+    hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(HydraConfig.get())})  # a writable copy
+    hydra_cfg.hydra.runtime.output_dir = str(Path(run_dir).resolve())
+    files = {"config.yaml": cfg, "hydra.yaml": hydra_cfg, "overrides.yaml": HydraConfig.get().overrides.task}
+    for name, content in files.items():
+        text = OmegaConf.to_yaml(content)
+        atomic_write(Path(run_dir) / ".hydra" / name, lambda file: file.write(text.encode()))
+
+
+def _resume_hint(cfg: DictConfig, claim: RunDirectory) -> str:
+    """Where the run stopped and the command that continues it."""
+    typed = [o for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")]
+    checkpoint = claim.path / "checkpoint.pt"
+    if checkpoint.is_file():
+        again = [*typed, "trainer.resume=true", f"hydra.run.dir={_shown(claim.path)}"]
+        return (f"last checkpoint: {_shown(checkpoint)}; resume with: "
+                f"spikegate train {' '.join(shlex.quote(o) for o in again)}")
+    resume = cfg.trainer.resume
+    if resume not in (None, False, "false", "", True, "true"):
+        again = [*typed, f"trainer.resume={resume}"]
+        return (f"no new checkpoint; last checkpoint: {resume}; resume with: "
+                f"spikegate train {' '.join(shlex.quote(o) for o in again)}")
+    return "stopped before the first checkpoint, nothing to resume (the run directory was removed)"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _summary(scores: dict) -> str:
     return (
         f"test accuracy {100 * scores['test_accuracy']:.1f}%  |  spike rate {scores['spike_rate']:.3f}  |  "
         f"SynOps/inference {scores['synops_per_inference']:.3g}  |  "
-        f"energy/inference {scores['energy_pj_per_inference'] / 1e6:.3g} uJ"
+        f"energy/inference {scores['energy_pj_per_inference']:.3g} pJ"
     )
 
 
@@ -59,29 +119,44 @@ def _bench(args: list[str]) -> int:
 
 
 def _evaluate(args: list[str]) -> int:
-    from spikegate.checkpoint import CheckpointError
-    from spikegate.train import evaluate_run
+    asked = args[:1] in (["-h"], ["--help"])
+    if len(args) != 1 or asked:  # before the slow imports
+        print("usage: spikegate evaluate RUN_DIR", file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else EXIT_USER_ERROR
+    with one_line_errors("spikegate evaluate"):
+        from spikegate.train import evaluate_run
 
-    if len(args) != 1:
-        print("usage: spikegate evaluate RUN_DIR", file=sys.stderr)
-        return 2
-    try:
-        scores = evaluate_run(args[0])
-    except CheckpointError as err:
-        print(err, file=sys.stderr)
-        return 2
-    print(f"{_summary(scores)}  |  after {scores['epochs']} epochs")
+        run_dir = Path(args[0])
+        # held while scoring: a run still writing there (or a resume starting) would mix the files
+        claim = claim_run_directory(run_dir, fresh=False) if (run_dir / "config.yaml").is_file() else None
+        try:
+            scores = evaluate_run(run_dir)
+        finally:
+            if claim is not None:
+                claim.release()
+    print(f"{_summary(scores)}  |  after {_count(scores['epochs'], 'epoch')}")
     return 0
 
 
 def _report(args: list[str]) -> int:
     from spikegate.report import main as report_main
 
-    return report_main(args)
+    with one_line_errors("spikegate report"):
+        return report_main(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" in argv:
+        argv = [a for a in argv if a != "--verbose"]
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # one switch for spikegate's errors and Hydra's
+    try:
+        return _dispatch(argv)
+    except SystemExit as stop:  # Hydra's one-line config errors and spikegate's user errors
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage:\n" + USAGE)
         return 0 if argv else 2

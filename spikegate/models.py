@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from spikegate.neurons.sequential import SpikesOnly
+
 __all__ = ["SpikingMLP", "SpikingConvNet", "check_input"]
 
 NeuronFactory = Callable[..., nn.Module]
@@ -40,16 +42,8 @@ class PerStep(nn.Module):
         return y.reshape(T, B, *y.shape[1:])
 
 
-class SpikingNeuron(nn.Module):
-    """Neuron layer in a feed-forward stack: returns the spikes and drops the final membrane."""
-
-    def __init__(self, neuron: nn.Module) -> None:
-        super().__init__()
-        self.neuron = neuron
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes, _ = self.neuron(x)
-        return spikes
+# the neuron layer of a feed-forward stack; the old name stays for code that imports it
+SpikingNeuron = SpikesOnly
 
 
 class _SpikingNet(nn.Module):
@@ -76,7 +70,7 @@ class SpikingMLP(_SpikingNet):
         layers: list[nn.Module] = [nn.Flatten(2)]
         width = int(torch.tensor(self.input_shape).prod())
         for h in hidden:
-            layers += [nn.Linear(width, h), SpikingNeuron(neuron(shape=(h,)))]
+            layers += [nn.Linear(width, h), SpikesOnly(neuron(shape=(h,)))]
             width = h
         layers.append(nn.Linear(width, num_classes))
         self.body = nn.Sequential(*layers)
@@ -99,7 +93,7 @@ class SpikingConvNet(_SpikingNet):
         for out in channels:
             layers += [
                 PerStep(nn.Sequential(nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out))),
-                SpikingNeuron(neuron(shape=(out, h, w))),
+                SpikesOnly(neuron(shape=(out, h, w))),
                 PerStep(nn.MaxPool2d(2)),
             ]
             c, h, w = out, h // 2, w // 2

@@ -8,8 +8,12 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Optional
 
 import yaml
+from omegaconf import OmegaConf
+
+from spikegate.run_directory import run_digest
 
 from spikegate.atomic import atomic_write
 
@@ -20,12 +24,29 @@ COLUMNS = ("test_accuracy", "spike_rate", "synops_per_inference", "energy_pj_per
            "bit_budget_per_inference", "epochs", "wall_s")
 
 
-def collect_runs(root: str | Path) -> list[dict]:
-    """One row per ``metrics.json`` under ``root``: the run's overrides and its metrics."""
+def _mixed_files(run_dir: Path, metrics: dict) -> Optional[str]:
+    """Why ``metrics.json`` and ``config.yaml`` of ``run_dir`` come from different runs, or None
+    (runs older than the digest cannot be checked and pass)."""
+    written_by = metrics.get("config_digest")
+    config_path = run_dir / "config.yaml"
+    if written_by is None or not config_path.is_file():
+        return None
+    described = run_digest(OmegaConf.load(config_path))
+    if written_by == described:
+        return None
+    return (f"{run_dir} mixes two runs: metrics.json was written by run {written_by}, "
+            f"config.yaml describes run {described}")
+
+
+def collect_runs(root: str | Path, *, mixed: Optional[list[str]] = None) -> list[dict]:
+    """One row per ``metrics.json`` under ``root``: the run's overrides and its metrics.
+
+    A run whose ``metrics.json`` and ``config.yaml`` come from different runs is left out, and the
+    reason appended to ``mixed`` when given."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"report: expected a run or sweep directory, got {root} (not a directory)")
-    rows = []
+    rows, problems = [], []
     for metrics_path in sorted(root.rglob("metrics.json")):
         run_dir = metrics_path.parent
         overrides_path = run_dir / ".hydra" / "overrides.yaml"
@@ -34,10 +55,16 @@ def collect_runs(root: str | Path) -> list[dict]:
             metrics = json.loads(metrics_path.read_text())
         except (OSError, ValueError):
             continue  # listed by find_failures
+        problem = _mixed_files(run_dir, metrics)
+        if problem is not None:
+            problems.append(problem)
+            continue
         rows.append({"run": str(run_dir.relative_to(root)), "overrides": " ".join(overrides or []),
                      **{k: metrics.get(k) for k in COLUMNS}})
+    if mixed is not None:
+        mixed.extend(problems)
     if not rows:
-        raise FileNotFoundError(f"report: no metrics.json under {root}")
+        raise FileNotFoundError(f"report: {problems[0]}" if problems else f"report: no metrics.json under {root}")
     return rows
 
 
@@ -51,13 +78,20 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
+def _overrides_label(row: dict) -> str:
+    """A run's overrides; a run of the defaults says so (with its path inside a sweep)."""
+    if row["overrides"]:
+        return row["overrides"]
+    return "(defaults)" if row["run"] == "." else f"(defaults) {row['run']}"
+
+
 def format_table(rows: list[dict]) -> str:
     """A markdown table, best accuracy first."""
     rows = sorted(rows, key=lambda r: -(r["test_accuracy"] or 0))
     head = ["overrides", *COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join([r["overrides"] or r["run"], *(_cell(k, r[k]) for k in COLUMNS)]) + " |")
+        lines.append("| " + " | ".join([_overrides_label(r), *(_cell(k, r[k]) for k in COLUMNS)]) + " |")
     return "\n".join(lines)
 
 
@@ -299,8 +333,9 @@ def main(args: list[str]) -> int:
         print(REPORT_USAGE, file=sys.stderr)
         return 2
     root = args[0]
+    mixed: list[str] = []
     try:
-        rows = collect_runs(root)
+        rows = collect_runs(root, mixed=mixed)
     except FileNotFoundError as err:
         print(err, file=sys.stderr)
         failures = find_failures(root) if Path(root).is_dir() else []
@@ -308,6 +343,8 @@ def main(args: list[str]) -> int:
             print(format_failures(failures), file=sys.stderr)
         return 2
     failures = find_failures(root)
+    for problem in mixed:
+        print(f"spikegate report: {problem}; left out of the table", file=sys.stderr)
     if fmt == "csv":
         print(format_csv(rows), end="")
     else:

@@ -7,8 +7,9 @@ evaluates every epoch, and writes into ``run_dir``:
 * ``config.yaml``: the resolved configuration,
 * ``checkpoint.pt``: model, optimiser, schedule and history after every epoch (atomic),
 * ``metrics.json``: ``test_accuracy``, ``spike_rate``, ``synops_per_inference``,
-  ``energy_pj_per_inference``, ``bit_budget_per_inference``, ``energy_preset``, ``epochs``, ``wall_s``
-  and the per-epoch history (atomic),
+  ``energy_pj_per_inference``, ``bit_budget_per_inference``, ``energy_preset``, ``epochs``, ``wall_s``,
+  ``config_digest`` (``spikegate.run_directory.run_digest``, also in the checkpoint) and the
+  per-epoch history (atomic),
 * ``training_curves.png``: loss and accuracy per epoch.
 * ``tensorboard/``: the same per-epoch metrics as TensorBoard scalars, with ``trainer.tensorboard=true``.
 
@@ -19,9 +20,10 @@ it stopped: shuffling is seeded per epoch, so epoch ``k`` sees the same batches 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 from hydra.utils import instantiate
@@ -34,6 +36,8 @@ from spikegate.atomic import atomic_write, save_json
 from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spikegate.energy import EnergyCounter, EnergyReport, preset_from_config
 from spikegate.tensorboard_log import open_tensorboard
+from spikegate.run_checks import check_run_setup
+from spikegate.run_directory import run_digest
 
 __all__ = ["run", "evaluate", "evaluate_run", "load_run", "NonFiniteLossError"]
 
@@ -123,6 +127,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", command: str = "evalu
     dev = _device(device)
     data, model, _ = _build(cfg, dev)
     state = load_checkpoint(run_dir, fingerprint=_fingerprint(cfg))
+    _check_same_run(run_dir, cfg, state)
     model.load_state_dict(state["model"])
     return cfg, data, model, state, dev
 
@@ -136,6 +141,17 @@ def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, floa
     scores = {**evaluate(model, _test_loader(data, cfg.trainer), dev, cfg.get("energy")), "epochs": state["epoch"]}
     save_json(run_dir / "evaluation.json", scores)
     return scores
+
+
+def _check_same_run(run_dir: Path, cfg: DictConfig, state: dict[str, Any]) -> None:
+    """The checkpoint was written by the run that ``config.yaml`` describes (checkpoints older than
+    the digest pass)."""
+    written_by = state.get("config_digest")
+    if written_by is not None and written_by != run_digest(cfg):
+        raise CheckpointError(
+            f"evaluate: {run_dir} mixes two runs: checkpoint.pt was written by run {written_by}, "
+            f"config.yaml describes run {run_digest(cfg)}"
+        )
 
 
 def _resume_path(resume: Any, run_dir: Path) -> Path | None:
@@ -167,8 +183,12 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train as configured by ``cfg`` and write the run's files into ``run_dir``."""
+def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[], None]] = None) -> dict[str, Any]:
+    """Train as configured by ``cfg`` and write the run's files into ``run_dir``.
+
+    ``on_start()`` is called once every check has passed (a resume's checkpoint fits), right after
+    ``config.yaml`` is written and before the first epoch: ``spikegate train`` writes ``.hydra/``
+    then, so a refused run leaves a directory as it was."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg.trainer
@@ -176,6 +196,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         check_int(tcfg[key], f"trainer.{key}", minimum=1)
     check_real(tcfg.lr, "trainer.lr", strict=True)
     preset_from_config(cfg.get("energy"))  # bad energy constants fail before training, not after it
+    check_run_setup(cfg)
     board = open_tensorboard(tcfg.get("tensorboard", False), run_dir)  # no package: fails here, early
     torch.manual_seed(cfg.seed)
     device = _device(tcfg.device)
@@ -187,7 +208,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tcfg.epochs * steps_per_epoch)
     test_loader = _test_loader(data, tcfg)
 
-    fingerprint = _fingerprint(cfg)
+    fingerprint, digest = _fingerprint(cfg), run_digest(cfg)
     ckpt_path = run_dir / "checkpoint.pt"
     history: list[dict[str, float]] = []
     start_epoch, wall_before = 0, 0.0
@@ -207,6 +228,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     # written once the checkpoint is known to fit, so a refused resume leaves the old config
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     atomic_write(run_dir / "config.yaml", lambda file: file.write(resolved.encode()))
+    if on_start is not None:
+        on_start()
     last_good = resume_from
 
     t0 = time.perf_counter()
@@ -217,7 +240,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                             **_loader_options(tcfg))
         loss_sum, seen = 0.0, 0
         correct = torch.zeros((), dtype=torch.long, device=device)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not tcfg.progress)
+        # no bar into a log file: its carriage-return frames would fill it
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False,
+                   disable=not (tcfg.progress and sys.stderr.isatty()))
         for step, (x, y) in enumerate(bar):
             x, y = _time_major(x, y, device)
             optimizer.zero_grad(set_to_none=True)
@@ -242,7 +267,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "epoch": epoch + 1, "history": history,
-            "wall_s": wall, "fingerprint": fingerprint,
+            "wall_s": wall, "fingerprint": fingerprint, "config_digest": digest,
         })
         last_good = ckpt_path
         board.log(row)
@@ -264,6 +289,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "energy_preset": final["energy_preset"],
         "epochs": final["epoch"],
         "wall_s": wall_before + time.perf_counter() - t0,
+        "config_digest": digest,
         "history": history,
     }
     save_json(run_dir / "metrics.json", metrics)

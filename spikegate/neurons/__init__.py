@@ -5,10 +5,13 @@ from .decay_scan import decay_scan_sequence
 from .dualpath import Cauchy, SpikeEncoder, SpikingFeedForward, spike_encoder_sequence
 from .dualpath_mixer import DualPathBlock, DualPathMixer, MixerState
 from .lif import LIF, lif_sequence
+from .sequential import LIFSpikes, SpikesOnly
 from .surrogate import ATan, FastSigmoid, Sigmoid, STE, Surrogate, Triangle, get_surrogate, spike
 
 __all__ = [
     "LIF",
+    "LIFSpikes",
+    "SpikesOnly",
     "lif_sequence",
     "NeuronCost",
     "decay_scan_sequence",

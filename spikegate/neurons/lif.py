@@ -223,11 +223,14 @@ class LIF(nn.Module):
         shape: neuron shape (the trailing dims of ``[T, B, *shape]``); with ``learn_beta`` this gives
             one beta per neuron, and inputs are checked against it.
         stateful: keep ``v_last`` between calls and start the next call from it (``reset_state()``
-            clears it); otherwise every call starts from ``v0`` or zeros.
+            clears it); otherwise every call starts from ``v0`` or zeros. A ``v0`` passed to a
+            stateful LIF replaces the kept membrane for that call (the call starts from ``v0``, as a
+            stateless LIF would) and the kept membrane afterwards is that call's ``v_last``.
         validate: check input values on every call (see :func:`lif_sequence`); turn off to save a
             read of the input and a host sync per call once a pipeline is known to be sound.
 
-    ``forward(x [T, B, *shape], v0=None) -> (spikes [T, B, *shape], v_last [B, *shape])``.
+    ``forward(x [T, B, *shape], v0=None) -> (spikes [T, B, *shape], v_last [B, *shape])``; in
+    ``nn.Sequential``, where a layer returns one tensor, use :class:`~spikegate.neurons.LIFSpikes`.
     """
 
     def __init__(
