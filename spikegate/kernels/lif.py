@@ -74,6 +74,7 @@ __all__ = [
     "LIFTritonFunction",
     "lif_bytes_per_neuron_step",
     "lif_saved_bytes_per_neuron_step",
+    "lif_min_bytes_per_neuron_step",
 ]
 
 _RESET_IDS = {"zero": 0, "subtract": 1, "none": 2}
@@ -281,6 +282,20 @@ def lif_bytes_per_neuron_step(dtype: torch.dtype, *, backward: bool, training: b
     if backward:
         return kept + 2 * b
     return 2 * b + (kept if training else 0)
+
+
+def lif_min_bytes_per_neuron_step(dtype: torch.dtype) -> int:
+    """The fewest bytes per neuron-step that any implementation of ``lif_sequence``'s training
+    step must move through global memory, forward plus backward, ``b`` bytes per element of x:
+
+    read ``x``, write spikes, read ``grad_spikes``, write ``grad_x`` (``4b``), plus the smallest
+    per-step state from which the backward rebuilds the membrane. Nothing smaller than ``x`` itself
+    rebuilds ``u``; reading ``x`` once more in the backward (from per-neuron checkpoints of ``v``,
+    whose traffic is ``O(1/T)`` and left out) costs ``b``, less than writing and reading any kept
+    value. So ``5b``: 20 bytes for float32, 10 for float16/bfloat16, against the kernels' ``6b``
+    (:func:`lif_bytes_per_neuron_step`, forward plus backward)."""
+    b = torch.empty((), dtype=_check_kernel_dtype(dtype)).element_size()
+    return 5 * b
 
 
 def _check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
