@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 pytest.importorskip("triton")
 
 from spikegate.kernels.lif import (  # noqa: E402
-    LIFTritonFunction,
     lif_bytes_per_neuron_step,
     lif_saved_bytes_per_neuron_step,
 )
@@ -385,7 +384,7 @@ def test_kept_for_backward_is_one_value_per_neuron_step(dtype):
     assert len(per_step) == 1
     assert per_step[0].element_size() == lif_saved_bytes_per_neuron_step(dtype)
     assert sum(t.numel() * t.element_size() for t in kept) == (
-        x.numel() * lif_saved_bytes_per_neuron_step(dtype) + 2 * 10 * 4  # + v0, beta in float32
+        x.numel() * lif_saved_bytes_per_neuron_step(dtype) + 10 * 4 + 5 * 4  # + v0, beta as given
     )
 
 
@@ -446,7 +445,7 @@ def test_surrogate_without_kernel_is_refused():
 
 def test_empty_batch():
     x = torch.zeros((3, 0, 4), device=DEVICE, requires_grad=True)
-    spikes, v_last = LIFTritonFunction.apply(x, None, 0.5, 1.0, "zero", ATan(), False)
+    spikes, v_last = lif_sequence(x, beta=0.5, surrogate=ATan(), backend="triton")
     assert spikes.shape == (3, 0, 4) and v_last.shape == (0, 4)
     spikes.sum().backward()
     assert x.grad.shape == x.shape

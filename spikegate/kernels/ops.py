@@ -1,0 +1,161 @@
+"""LIF as torch custom ops, so that ``torch.compile`` and ``torch.export`` see one op per direction.
+
+Two op pairs, one per backend of ``lif_sequence``, with the same schema:
+
+* ``spikegate::lif_reference_forward`` / ``lif_reference_backward``: the torch reference
+  (:func:`spikegate.neurons.lif.reference_forward` / ``reference_backward``, the math of
+  ``LIFTorchFunction``), any device. This module; no triton import.
+* ``spikegate::lif_forward`` / ``lif_backward``: the fused Triton kernels (CUDA, or CPU tensors on
+  Triton's interpreter), registered in :mod:`spikegate.kernels.lif` with :func:`register_lif_ops`.
+
+``backend="auto"`` thus runs the reference op on the CPU and the kernel op on CUDA.
+
+Schema (both pairs)::
+
+    forward(x, v0?, beta?, beta_value, threshold, reset, surrogate, surrogate_params,
+            detach_reset, save, check_finite) -> (spikes, v_last, kept, nonfinite)
+    backward(kept, grad_spikes?, grad_v_last?, v0?, beta?, beta_value, threshold, reset,
+             surrogate, surrogate_params, detach_reset, need_x, need_v0, need_beta, x_dtype)
+        -> (grad_x, grad_v0, grad_beta)
+
+``beta`` is a tensor or None (then the float ``beta_value`` is the decay). A surrogate travels as
+its name and its dataclass fields (``float[]``), since an op takes no python objects. ``kept`` is
+the per-step state the backward reads (``[0]`` when ``save`` is false: inference);
+``nonfinite`` is a 0-dim bool, true when ``check_finite`` found a NaN or Inf in ``x`` (the kernels
+fold that check into the forward launch; the reference returns false and leaves the check to
+``lif_sequence``). Gradients that are not needed come back as ``[0]`` tensors and are turned into
+None by the autograd formula. Every op has a fake (meta) implementation, so tracing needs no data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import torch
+
+from spikegate.neurons.surrogate import SURROGATES, Surrogate
+
+__all__ = [
+    "surrogate_args",
+    "surrogate_from_args",
+    "op_surrogate",
+    "register_lif_ops",
+    "lif_reference_forward",
+    "lif_reference_backward",
+]
+
+
+def op_surrogate(surrogate: Surrogate) -> bool:
+    """Whether ``surrogate`` can travel through an op: one of the built-in classes, exactly."""
+    return SURROGATES.get(surrogate.name) is type(surrogate)
+
+
+def surrogate_args(surrogate: Surrogate) -> tuple[str, list[float]]:
+    """``(name, field values)`` of a built-in surrogate, the form the ops take."""
+    return surrogate.name, [float(getattr(surrogate, f.name)) for f in dataclasses.fields(surrogate)]
+
+
+def surrogate_from_args(name: str, params: list[float]) -> Surrogate:
+    return SURROGATES[name](*params)
+
+
+def _state_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _nothing(like: torch.Tensor) -> torch.Tensor:
+    """The ``[0]`` placeholder for an output that is not needed."""
+    return like.new_empty((0,), dtype=torch.float32)
+
+
+def _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype):
+    """Fake gradients, as both backward ops return them."""
+    return (
+        kept.new_empty(kept.shape, dtype=x_dtype) if need_x else _nothing(kept),
+        v0.new_empty(v0.shape) if need_v0 else _nothing(kept),
+        beta.new_empty(beta.shape) if need_beta else _nothing(kept),
+    )
+
+
+def register_lif_ops(forward_op, backward_op, fake_forward: Callable) -> None:
+    """Give a forward/backward op pair with the schema above its fake forward, a fake backward
+    and the autograd formula that ties them together."""
+    forward_op.register_fake(fake_forward)
+
+    @backward_op.register_fake
+    def _(kept, grad_spikes, grad_v_last, v0, beta, beta_value, threshold, reset, surrogate,
+          surrogate_params, detach_reset, need_x, need_v0, need_beta, x_dtype):
+        return _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype)
+
+    def setup_context(ctx, inputs, output):
+        x, v0, beta, beta_value, threshold, reset, surrogate, params, detach_reset = inputs[:9]
+        ctx.save_for_backward(output[2], v0, beta)
+        ctx.config = (beta_value, threshold, reset, surrogate, params, detach_reset)
+        ctx.x_dtype = x.dtype
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
+
+    def backward(ctx, grad_spikes, grad_v_last, _grad_kept, _grad_nonfinite):
+        kept, v0, beta = ctx.saved_tensors
+        need_x, need_v0, need_beta = ctx.needs_input_grad[:3]
+        need_v0 = need_v0 and v0 is not None
+        need_beta = need_beta and beta is not None
+        grad_x, grad_v0, grad_beta = backward_op(
+            kept, grad_spikes, grad_v_last, v0, beta, *ctx.config, need_x, need_v0, need_beta,
+            ctx.x_dtype,
+        )
+        return (grad_x if need_x else None, grad_v0 if need_v0 else None,
+                grad_beta if need_beta else None) + (None,) * 8
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# The torch reference as an op pair
+
+
+@torch.library.custom_op("spikegate::lif_reference_forward", mutates_args=())
+def lif_reference_forward(
+    x: torch.Tensor, v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float,
+    threshold: float, reset: str, surrogate: str, surrogate_params: list[float],
+    detach_reset: bool, save: bool, check_finite: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference forward: ``kept`` is ``u [T, ...]`` in the state dtype."""
+    from spikegate.neurons.lif import reference_forward
+
+    spikes, v_last, u = reference_forward(
+        x, v0, beta if beta is not None else beta_value, threshold, reset
+    )
+    return spikes, v_last, u if save else _nothing(x), torch.zeros((), dtype=torch.bool, device=x.device)
+
+
+def _fake_reference_forward(x, v0, beta, beta_value, threshold, reset, surrogate, surrogate_params,
+                            detach_reset, save, check_finite):
+    kept = x.new_empty(x.shape, dtype=_state_dtype(x.dtype)) if save else _nothing(x)
+    return (x.new_empty(x.shape), x.new_empty(x.shape[1:]), kept,
+            x.new_empty((), dtype=torch.bool))
+
+
+@torch.library.custom_op("spikegate::lif_reference_backward", mutates_args=())
+def lif_reference_backward(
+    kept: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
+    v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float, threshold: float,
+    reset: str, surrogate: str, surrogate_params: list[float], detach_reset: bool,
+    need_x: bool, need_v0: bool, need_beta: bool, x_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from spikegate.neurons.lif import reference_backward
+
+    decay = beta if beta is not None else beta_value
+    gu, gbeta = reference_backward(
+        kept, v0, decay, grad_spikes, grad_v_last, threshold, reset,
+        surrogate_from_args(surrogate, surrogate_params), detach_reset, need_beta,
+    )
+    decay_c = beta.detach().to(kept.dtype) if beta is not None else beta_value
+    # copies throughout: an op's outputs may not alias each other or its inputs
+    grad_x = gu.to(x_dtype, copy=True) if need_x else _nothing(kept)
+    grad_v0 = (gu[0] * decay_c).to(v0.dtype) if need_v0 else _nothing(kept)
+    grad_beta = gbeta.sum_to_size(beta.shape).to(beta.dtype, copy=True) if need_beta else _nothing(kept)
+    return grad_x, grad_v0, grad_beta
+
+
+register_lif_ops(lif_reference_forward, lif_reference_backward, _fake_reference_forward)
