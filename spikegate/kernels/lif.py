@@ -343,18 +343,23 @@ def _check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
 def _surrogate_constants(surrogate: Surrogate) -> tuple[int, float, float]:
     """``(kernel_id, c0, c1)`` for :func:`_surrogate_grad`. Constants that ``Surrogate.grad``
     forms from python floats (in double) are formed here the same way, then rounded to float32."""
-    kid = surrogate.kernel_id
-    if kid not in (0, 1, 2, 3, 4):
-        raise ValueError(
-            f"surrogate: {type(surrogate).__name__} has no Triton kernel (kernel_id={kid}); "
-            "use backend='torch'"
-        )
+    kid = _check_has_kernel(surrogate)
     p0, p1 = (float(p) for p in surrogate.kernel_params)
     if kid == 0:
         return kid, math.pi / 2 * p0, p0 / 2
     if kid == 3:
         return kid, p0 / p1, p1
     return kid, p0, p1
+
+
+def _check_has_kernel(surrogate: Surrogate) -> int:
+    kid = surrogate.kernel_id
+    if kid not in (0, 1, 2, 3, 4):
+        raise ValueError(
+            f"surrogate: {type(surrogate).__name__} has no Triton kernel (kernel_id={kid}); "
+            "use backend='torch'"
+        )
+    return kid
 
 
 @functools.lru_cache(maxsize=None)
@@ -575,7 +580,7 @@ def lif_triton(
         ``(spikes [T, B, ...] 0/1 in x.dtype, v_last [B, ...] in x.dtype)``.
     """
     _check_kernel_dtype(x.dtype)
-    _surrogate_constants(surrogate)  # refuse a surrogate without a kernel, before any launch
+    _check_has_kernel(surrogate)  # refuse a surrogate without a kernel, before any launch
     tensor_beta = beta if isinstance(beta, torch.Tensor) else None
     save = torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in (x, v0, beta)
