@@ -19,7 +19,11 @@ from hypothesis import strategies as st
 
 pytest.importorskip("triton")
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
 from spikegate.kernels.lif import (  # noqa: E402
+    _round_to,
     lif_bytes_per_neuron_step,
     lif_saved_bytes_per_neuron_step,
 )
@@ -449,3 +453,121 @@ def test_empty_batch():
     assert spikes.shape == (3, 0, 4) and v_last.shape == (0, 4)
     spikes.sum().backward()
     assert x.grad.shape == x.shape
+
+
+# --------------------------------------------------------------------------------------------- #
+# Hazards a compiled kernel has and the interpreter hides (issue 11, item 1).
+# --------------------------------------------------------------------------------------------- #
+
+
+@triton.jit
+def _round_bits_kernel(in_ptr, out_ptr, n, NATIVE: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    x = tl.load(in_ptr + offs, mask=offs < n).to(tl.float32, bitcast=True)
+    y = _round_to(x, tl.bfloat16, NATIVE)
+    tl.store(out_ptr + offs, y.to(tl.int16, bitcast=True), mask=offs < n)
+
+
+def _round_bits(bits: list[int], native: bool) -> list[int]:
+    """float32 bit patterns through ``_round_to(..., bfloat16)``: the bfloat16 bit patterns."""
+    src = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b for b in bits], dtype=torch.int32,
+                       device=DEVICE)
+    out = torch.empty(len(bits), dtype=torch.int16, device=DEVICE)
+    _round_bits_kernel[(1,)](src, out, len(bits), NATIVE=native, BLOCK=16)
+    return [int(v) & 0xFFFF for v in out.cpu()]
+
+
+def _is_bf16_nan(bits: int) -> bool:
+    return (bits & 0x7F80) == 0x7F80 and (bits & 0x007F) != 0
+
+
+def test_bfloat16_rounding_keeps_the_canonical_gpu_nan_a_nan():
+    """The GPU's canonical NaN is 0x7FFFFFFF; with the rounding bias added it would carry into
+    the sign bit and come out as -0.0 (0x8000)."""
+    nans = [0x7FFFFFFF, 0xFFFFFFFF, 0x7FC00000, 0x7F800001, 0x7FFF8000]
+    for native in ([False, True] if torch.cuda.is_available() else [False]):
+        got = _round_bits(nans, native)
+        assert all(_is_bf16_nan(b) for b in got), [hex(b) for b in got]
+
+
+def test_bfloat16_rounding_is_nearest_even_like_torch():
+    g = torch.Generator().manual_seed(0)
+    values = torch.cat([torch.randn(9, generator=g) * 10.0 ** torch.arange(-4, 5),
+                        torch.tensor([float("inf"), -float("inf"), 0.0, -0.0, 1.00390625,
+                                      1.01171875, 3.4e38])])
+    bits = [int(b) & 0xFFFFFFFF for b in values.view(torch.int32)]
+    want = [int(b) & 0xFFFF for b in values.to(torch.bfloat16).view(torch.int16)]
+    assert _round_bits(bits, native=False) == want
+
+
+def test_vector_width_follows_the_divisibility_of_the_step():
+    from spikegate.kernels.lif import _vector_width
+
+    assert _vector_width(1024) == 16 and _vector_width(1000) == 8 and _vector_width(4 * 9) == 4
+    assert _vector_width(1031) == 1
+    x = torch.zeros((4, 1031))
+    assert x.data_ptr() % 16 == 0 and _vector_width(1031, x) == 1
+    x = torch.zeros((4, 1001))
+    assert x[1:].data_ptr() % 16 != 0 and _vector_width(1000, x[1:]) == 1  # a slice off alignment
+    x = torch.zeros((4, 1000))
+    assert _vector_width(1000, x[1:]) == 8  # 1000 float32 are 4000 bytes: x[1:] stays aligned
+
+
+@pytest.mark.parametrize("n", [1000, 1001, 36, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_unaligned_steps_and_time_slices(n, dtype):
+    """Steps of M = 2 n neurons (every power-of-two divisor up to 16, or none) and the time
+    slice x[1:], which starts off a 16-byte boundary when M * b is not a multiple of 16."""
+    base = lif_input((5, 2, n), dtype, seed=n)
+    x = base[1:]
+    assert x.is_contiguous()
+    beta = make_beta("per_neuron", x.shape[1:])
+    check_against_reference(
+        x, lif_input((2, n), seed=n + 1, mean=0.2), beta,
+        threshold=1.0, reset="zero", surrogate="atan", detach_reset=False,
+    )
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1)])
+def test_a_single_decay_gradient_is_reduced_in_the_kernel(shape):
+    """One decay for all neurons, over two programs (1031 neurons): the backward sums per
+    program and adds the partial sums, and the gradient has the decay's own shape."""
+    x = lif_input((4, 1, 1031), seed=5)
+    beta = torch.full(shape, 0.8, device=DEVICE)
+    got = check_against_reference(
+        x, None, beta, threshold=1.0, reset="subtract", surrogate="sigmoid", detach_reset=False,
+    )
+    assert got[2]["beta"].shape == shape
+
+
+def test_a_single_decay_is_not_materialized_per_neuron():
+    """Kept for backward: the [T, ...] value and the decay as given, nothing per neuron."""
+    x = lif_input((3, 2, 5)).requires_grad_()
+    beta = torch.tensor(0.7, device=DEVICE, requires_grad=True)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        lif_sequence(x, beta=beta, backend="triton")
+    assert sorted(t.numel() for t in kept) == [1, x.numel()]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # numpy, in the interpreter
+def test_the_finite_check_runs_inside_the_forward_launch(bad, monkeypatch):
+    """NaN or Inf anywhere in x (here the last step, last neuron of two programs) is refused with
+    the error of the torch path, without the extra pass over x that path makes."""
+    import spikegate.neurons.lif as lif_module
+
+    def no_extra_pass(*args, **kwargs):
+        raise AssertionError("the Triton path must not read x a second time")
+
+    monkeypatch.setattr(lif_module, "check_finite", no_extra_pass)
+    x = lif_input((3, 2, 700))
+    x[-1, -1, -1] = bad
+    with pytest.raises(ValueError, match=r"^x: expected finite values, got NaN or Inf$"):
+        lif_sequence(x, beta=0.5, backend="triton")
+    with pytest.raises(ValueError, match=r"^x: expected finite values, got NaN or Inf$"):
+        lif_sequence(x.clone().requires_grad_(), beta=0.5, backend="triton")
+    spikes, _ = lif_sequence(x, beta=0.5, backend="triton", validate=False)  # unchecked: runs
+    assert spikes.shape == x.shape
+    clean = lif_input((3, 2, 700))
+    lif_sequence(clean, beta=0.5, backend="triton")
