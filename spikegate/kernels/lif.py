@@ -388,8 +388,8 @@ def _fwd_options(device: torch.device) -> dict:
 
 def _bwd_options(device: torch.device) -> dict:
     # The backward may contract: its products feed gradients (equal to rounding), never spikes,
-    # which it reads back from the kept value.
-    return {}
+    # which it reads back from the kept value. Explicit, since Triton's default is changing.
+    return {"enable_fp_fusion": True} if device.type == "cuda" else {}
 
 
 def _native_round() -> bool:
@@ -414,11 +414,31 @@ def _vector_width(m: int, *tensors: Optional[torch.Tensor]) -> int:
     return vec
 
 
+def _per_neuron(t: Optional[torch.Tensor], vec: int) -> Optional[torch.Tensor]:
+    """A per-neuron input as the kernels read it (float32, contiguous); see :func:`_per_neuron_empty`."""
+    if t is None:
+        return None
+    t = t.detach().to(torch.float32).contiguous()
+    if vec > 1 or t.data_ptr() % _ALIGN:
+        return t
+    return _per_neuron_empty(t.shape, torch.float32, t.device, vec).copy_(t)
+
+
+def _per_neuron_empty(shape, dtype: torch.dtype, device: torch.device, vec: int) -> torch.Tensor:
+    """A per-neuron buffer. When the per-step accesses are scalar (``vec == 1``) it starts one
+    element off a 16-byte boundary on purpose: Triton then lays out its accesses like the
+    per-step ones, instead of as vectors that the time loop would convert every step."""
+    if vec > 1:
+        return torch.empty(shape, dtype=dtype, device=device)
+    n = math.prod(shape)
+    return torch.empty(n + 1, dtype=dtype, device=device)[1:].view(shape)
+
+
 def _on_device(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _decay_inputs(beta: Optional[torch.Tensor], beta_value: float, step_shape) -> tuple:
+def _decay_inputs(beta: Optional[torch.Tensor], beta_value: float, step_shape, vec: int) -> tuple:
     """``(beta tensor or None, BETA_MODE, python float)`` as the kernels read the decay: a
     python float (mode 0), one float32 value (mode 1: 0-dim or single-element tensors; nothing
     is materialized per neuron), or one float32 value per neuron (mode 2, broadcast to the step
@@ -427,7 +447,7 @@ def _decay_inputs(beta: Optional[torch.Tensor], beta_value: float, step_shape) -
         return None, 0, float(beta_value)
     if beta.numel() == 1:
         return beta.detach().to(torch.float32).reshape(1), 1, 1.0
-    return beta.detach().to(torch.float32).expand(step_shape).contiguous(), 2, 1.0
+    return _per_neuron(beta.detach().expand(step_shape), vec), 2, 1.0
 
 
 def _or(tensor, placeholder):
@@ -461,16 +481,16 @@ def lif_forward(
             f"x: the LIF kernels take at most {_MAX_NEURONS} neurons per step (int32 offsets "
             f"within a step), got {m} (shape {tuple(x.shape)})"
         )
-    v0_f32 = None if v0 is None else v0.detach().to(torch.float32).contiguous()
-    beta_f32, beta_mode, beta_scalar = _decay_inputs(beta, beta_value, step_shape)
+    vec = _vector_width(m, x)
+    v0_f32 = _per_neuron(v0, vec)
+    beta_f32, beta_mode, beta_scalar = _decay_inputs(beta, beta_value, step_shape, vec)
     spikes = torch.empty_like(x)
-    v_last = torch.empty(step_shape, dtype=x.dtype, device=x.device)
+    v_last = _per_neuron_empty(step_shape, x.dtype, x.device, vec)
     kept = torch.empty(x.shape, dtype=x.dtype, device=x.device) if save else None
     block, num_warps = _launch_config(m, x.device)
     programs = triton.cdiv(m, block)
     flags = torch.zeros(programs if check_finite else 1, dtype=torch.int32, device=x.device)
     if m > 0:
-        vec = _vector_width(m, x)
         with _on_device(x.device):
             _lif_fwd_kernel[(programs,)](
                 x, _or(v0_f32, x), _or(beta_f32, x), spikes, _or(kept, spikes), v_last, flags,
@@ -502,31 +522,31 @@ def lif_backward(
     those not needed. Gradients that do not arrive (None) are not read."""
     T, step_shape, device = kept.shape[0], kept.shape[1:], kept.device
     m = step_shape.numel()
-    v0_f32 = None if v0 is None else v0.detach().to(torch.float32).contiguous()
-    beta_f32, beta_mode, beta_scalar = _decay_inputs(beta, beta_value, step_shape)
-    block, num_warps = _launch_config(m, device)
-    programs = triton.cdiv(m, block)
-
-    def buffer(needed, shape, dtype):
-        return torch.empty(shape, dtype=dtype, device=device) if needed else None
-
-    grad_x = buffer(need_x, kept.shape, x_dtype)
-    grad_v0 = buffer(need_v0, step_shape, torch.float32)
-    # per neuron, or one partial sum per program when a single decay serves all neurons
-    grad_beta = buffer(need_beta, step_shape if beta_mode == 2 else (max(programs, 1),), torch.float32)
-    if need_beta and m == 0:
-        grad_beta.zero_()
     scalar_gs = grad_spikes is not None and grad_spikes.numel() > 0 and all(
         st == 0 for st in grad_spikes.stride()
     )
     if grad_spikes is not None and not scalar_gs:
         grad_spikes = grad_spikes.contiguous()
+    vec = _vector_width(m, kept, None if scalar_gs else grad_spikes)
+    v0_f32 = _per_neuron(v0, vec)
+    beta_f32, beta_mode, beta_scalar = _decay_inputs(beta, beta_value, step_shape, vec)
+    block, num_warps = _launch_config(m, device)
+    programs = triton.cdiv(m, block)
+    grad_x = torch.empty(kept.shape, dtype=x_dtype, device=device) if need_x else None
+    grad_v0 = _per_neuron_empty(step_shape, torch.float32, device, vec) if need_v0 else None
+    # per neuron, or one partial sum per program when a single decay serves all neurons
+    grad_beta = None
+    if need_beta and beta_mode == 2:
+        grad_beta = _per_neuron_empty(step_shape, torch.float32, device, vec)
+    elif need_beta:
+        grad_beta = torch.zeros(max(programs, 1), dtype=torch.float32, device=device)
     if grad_v_last is not None:
         grad_v_last = grad_v_last.contiguous()
+        if vec == 1 and grad_v_last.data_ptr() % _ALIGN == 0:
+            grad_v_last = _per_neuron_empty(step_shape, grad_v_last.dtype, device, vec).copy_(grad_v_last)
 
     if m > 0:
         kid, c0, c1 = _surrogate_constants(surrogate_from_args(surrogate, surrogate_params))
-        vec = _vector_width(m, kept, None if scalar_gs else grad_spikes)
         with _on_device(device):
             _lif_bwd_kernel[(programs,)](
                 kept, _or(grad_spikes, kept), _or(grad_v_last, kept),
@@ -592,3 +612,58 @@ def lif_triton(
     if check_finite and bool(nonfinite):
         raise nonfinite_error("x")
     return spikes, v_last
+
+
+# --------------------------------------------------------------------------------------------- #
+# Ahead-of-time compile cases (spikegate.kernels.aot, ``spikegate bench lif --compile-check``)
+# --------------------------------------------------------------------------------------------- #
+
+_TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def aot_cases() -> list:
+    """The forward and backward kernels as a training step launches them (v0, a per-neuron
+    decay, both incoming gradients, every gradient needed, ATan, zero reset, the finite check),
+    per dtype, at an aligned step (``M`` a multiple of 16, every pointer 16-byte aligned) and an
+    unaligned one (``M`` odd and the per-step input off alignment, as for a slice ``x[1:]``:
+    the launcher then picks ``VEC = 1``)."""
+    from spikegate.kernels.aot import CompileCase
+
+    cases = []
+    for dtype, tt in _TRITON_TYPES.items():
+        half = dtype != "float32"
+        for shape, vec, aligned_shape in (("aligned, M % 16 == 0", 16, True),
+                                          ("unaligned, M odd, x[1:]", 1, False)):
+            fwd_sig = {
+                "x_ptr": f"*{tt}", "v0_ptr": "*fp32", "beta_ptr": "*fp32", "spikes_ptr": f"*{tt}",
+                "saved_ptr": f"*{tt}", "v_last_ptr": f"*{tt}", "flags_ptr": "*i32",
+                "T": "i32", "M_div": "i32", "beta": "fp32", "threshold": "fp32",
+            }
+            fwd_const = dict(VEC=vec, HAS_V0=True, BETA_MODE=2, SAVE=True, SAVE_SHIFTED=half,
+                             SAVE_MAX=_FLOAT16_MAX if dtype == "float16" else 0.0, RESET=0,
+                             CHECK_FINITE=True, NATIVE_ROUND=True, BLOCK=1024)
+            bwd_sig = {
+                "saved_ptr": f"*{tt}", "grad_spikes_ptr": f"*{tt}", "grad_v_last_ptr": f"*{tt}",
+                "v0_ptr": "*fp32", "beta_ptr": "*fp32", "grad_x_ptr": f"*{tt}",
+                "grad_v0_ptr": "*fp32", "grad_beta_ptr": "*fp32", "T": "i32", "M_div": "i32",
+                "beta": "fp32", "threshold": "fp32", "c0": "fp32", "c1": "fp32",
+            }
+            bwd_const = dict(VEC=vec, HAS_GRAD_SPIKES=True, GRAD_SPIKES_SCALAR=False,
+                             HAS_GRAD_V_LAST=True, HAS_V0=True, BETA_MODE=2, NEED_GRAD_X=True,
+                             NEED_GRAD_V0=True, NEED_GRAD_BETA=True, SAVE_SHIFTED=half, RESET=0,
+                             DETACH_RESET=False, SURROGATE=0, NATIVE_ROUND=True, BLOCK=1024)
+            pointers = lambda sig: tuple(k for k, v in sig.items() if v.startswith("*"))  # noqa: E731
+            # VEC = 1: the launcher also starts the per-neuron buffers off alignment
+            unaligned_in = {"x_ptr", "grad_spikes_ptr", "v0_ptr", "beta_ptr", "v_last_ptr",
+                            "grad_v_last_ptr", "grad_v0_ptr", "grad_beta_ptr"}
+            for kernel, fn, sig, const, options in (
+                ("_lif_fwd_kernel", "_lif_fwd_kernel", fwd_sig, fwd_const, {"enable_fp_fusion": False}),
+                ("_lif_bwd_kernel", "_lif_bwd_kernel", bwd_sig, bwd_const, {"enable_fp_fusion": True}),
+            ):
+                aligned = tuple(p for p in pointers(sig) if aligned_shape or p not in unaligned_in)
+                cases.append(CompileCase(
+                    kernel=kernel, module=__name__, function=fn, shape=shape, dtype=dtype,
+                    signature={**sig, **{k: "constexpr" for k in const}}, constexprs=const,
+                    aligned=aligned, num_warps=4, options=options, aligned_shape=aligned_shape,
+                ))
+    return cases
