@@ -680,7 +680,7 @@ def main(argv: Optional[list] = None) -> int:
     try:
         args = parser().parse_args(argv)
         if args.compile_check:
-            return compile_check(args.out)
+            return compile_check(args.out, harness.command_line(argv, SCRIPT))
         cfg = config_from_args(args)
     except SystemExit as stop:
         if isinstance(stop.code, str):
@@ -703,15 +703,17 @@ def main(argv: Optional[list] = None) -> int:
     return 1 if bad else 0
 
 
-def compile_check(out: Optional[Path]) -> int:
-    """``--compile-check``: the sm_90 ahead-of-time report of ``spikegate.kernels.aot``."""
+def compile_check(out: Optional[Path], command: str = SCRIPT) -> int:
+    """``--compile-check``: the sm_90 ahead-of-time report of ``spikegate.kernels.aot``; 1 when a
+    kernel spills or converts layouts inside its time loop at an aligned shape."""
     from spikegate.kernels.aot import check_lif_kernels, report_markdown
 
     results = check_lif_kernels()
-    report = report_markdown(results)
+    meta = harness.environment(torch.device("cpu"), command, target="sm_90 (compiled, not run)")
+    report = harness.environment_lines(meta) + "\n\n" + report_markdown(results)
     print(report)
     if out:
-        harness.write_results(out, {"kernels": [asdict(r) for r in results]}, report)
+        harness.write_results(out, {"meta": meta, "kernels": [asdict(r) for r in results]}, report)
     return 1 if any(r.failures for r in results) else 0
 
 

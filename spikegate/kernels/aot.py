@@ -84,18 +84,19 @@ _VECTOR_128 = re.compile(r"\.v4\.(b32|u32|s32|f32)|\.v2\.(b64|u64|s64|f64)|\.v8\
 
 
 def _ptx_loop_body(ptx: str) -> list[str]:
-    """The lines of the outermost loop in ``ptx``: from a label to the last branch back to it."""
+    """The lines of the outermost loop in ``ptx``: from a label to the last branch back to it
+    (none: ``[]``)."""
     lines = ptx.splitlines()
     labels = {m.group(1): i for i, line in enumerate(lines)
               if (m := re.match(r"^\s*(\$L__\w+):", line))}
-    best: tuple[int, int] = (0, 0)
+    best: Optional[tuple[int, int]] = None
     for j, line in enumerate(lines):
         m = re.search(r"\bbra(?:\.uni)?\s+(\$L__\w+);", line)
         if m and m.group(1) in labels and labels[m.group(1)] < j:
             start = labels[m.group(1)]
-            if j - start > best[1] - best[0]:
+            if best is None or j - start > best[1] - best[0]:
                 best = (start, j)
-    return lines[best[0]:best[1] + 1]
+    return [] if best is None else lines[best[0]:best[1] + 1]
 
 
 def _ttgir_loop_conversions(ttgir: str) -> int:
