@@ -1,24 +1,53 @@
 """Fused Triton kernels for LIF neurons: one launch walks all T steps forward, one walks them back.
 
-The math is :func:`spikegate.neurons.lif_sequence` (DESIGN.md); its torch reference
-``LIFTorchFunction`` is the oracle these kernels are tested against::
+The math is :func:`spikegate.neurons.lif_sequence` (the equations in its module docstring); its
+torch reference (``reference_forward`` / ``reference_backward``, ``LIFTorchFunction``) is the
+oracle these kernels are tested against::
 
     u[t] = beta * v[t-1] + x[t]      s[t] = (u[t] >= threshold)      v[t] = reset(u[t], s[t])
+
+The kernels run as the torch custom ops ``spikegate::lif_forward`` / ``spikegate::lif_backward``
+(schema, fakes and autograd: :mod:`spikegate.kernels.ops`), so torch.compile and torch.export see
+one op per direction.
 
 Layout. ``x [T, B, ...]`` is made contiguous and seen as ``[T, M]`` with ``M = B * prod(...)``
 neurons per step. The grid covers the ``M`` neurons of one step, ``BLOCK`` neighbouring neurons
 per program (1024 and 4 warps by default), and each program loops over ``t`` inside the kernel
 with the membrane in registers: every load and store of a step is one contiguous, coalesced run of
-``BLOCK`` elements (16-byte vector accesses), and step ``t + 1`` of a neuron sits ``M`` elements
-after step ``t``. Programs never talk to each other. Pointers advance by ``M`` per step (64-bit
-pointer arithmetic) and the backward's start ``(T - 1) * M`` is formed in int64, so ``T * M`` may
-exceed 2^31 (``M`` itself may not). Each step's load of the next step is issued before the current
-step's arithmetic and stores, so two steps of loads are in flight per thread.
+``BLOCK`` elements, and step ``t + 1`` of a neuron sits ``M`` elements after step ``t``. Programs
+never talk to each other. Pointers advance by ``M`` per step (64-bit pointer arithmetic) and the
+backward's start ``(T - 1) * M`` is formed in int64, so ``T * M`` may exceed 2^31 (``M`` itself
+may not). Each step's load of the next step is issued before the current step's arithmetic and
+stores, so two steps of loads are in flight per thread.
+
+Alignment. ``M`` reaches the kernels as ``M_div * VEC`` with ``VEC`` the largest power of two
+up to 16 that divides ``M`` (``M_div`` is not specialized), so the compiler knows that a pointer
+advanced by ``M`` keeps its alignment: the per-step accesses are 16-byte vectors whenever ``M``
+and the tensors' starts allow, not only when ``M`` is a multiple of 16. When they cannot be (``M``
+odd, or a per-step input off a 16-byte boundary such as a slice ``x[1:]``), ``VEC = 1`` and the
+per-neuron buffers (``v0``, ``beta``, ``v_last``, their gradients) start off alignment too, so
+every access has the same scalar layout and the time loop holds no layout conversion (a
+shared-memory round trip per step otherwise). ``spikegate.kernels.aot`` checks both cases on
+sm_90 code.
 
 State math is float32 for every input dtype, ``u`` computed as ``v * beta`` rounded, then ``+ x``
-(no fused multiply-add: CUDA launches pass ``enable_fp_fusion=False``), as DESIGN.md's equations
+(no fused multiply-add: the forward launch passes ``enable_fp_fusion=False``), as the equations
 and the reference do, so spikes are bitwise those of the reference and ``v_last`` those of the
-equations in float32.
+equations in float32. The backward launch allows contraction: it affects gradients (equal to
+rounding), never spikes, which it reads back from the kept value.
+
+Validation inside the launch. With ``check_finite`` the forward sets one flag per program when
+the ``x`` it streams holds a NaN or Inf (``x - x != 0``); the launcher raises the same error as
+the torch path's check, without the extra pass over ``x`` that check makes.
+
+Decay. A python float is a kernel argument; a one-element tensor is read once from memory (not
+broadcast to a per-neuron tensor) and its gradient is reduced in the backward kernel, one partial
+sum per program, then summed over programs; any other tensor is broadcast to one float32 value per
+neuron, its gradient kept per neuron and summed to the decay's shape.
+
+bfloat16 stores. Compiled kernels convert natively (round to nearest even); the interpreter,
+which truncates, rounds through integer ops, with NaN replaced by the canonical quiet NaN first
+(the GPU's NaN 0x7FFFFFFF would otherwise carry into the sign bit and be stored as -0.0).
 
 Kept for backward, per neuron-step (the only ``[T, ...]`` tensor the layer holds):
 
@@ -38,7 +67,7 @@ Kept for backward, per neuron-step (the only ``[T, ...]`` tensor the layer holds
   ``SAVE_SHIFTED=False`` path, 4 bytes) would give the reference's gradients to float32 rounding.
 
 Spikes and ``v[t]`` are not kept: the backward recomputes both from the kept value. The reference
-``LIFTorchFunction`` keeps float32 ``u``, 4 bytes per neuron-step, for all three dtypes.
+keeps float32 ``u``, 4 bytes per neuron-step, for all three dtypes.
 
 Memory traffic per neuron-step (``b`` = bytes per element of x: 4 float32, 2 float16/bfloat16),
 which :func:`lif_bytes_per_neuron_step` returns for roofline fractions:
@@ -52,7 +81,8 @@ which :func:`lif_bytes_per_neuron_step` returns for roofline fractions:
 Per-neuron traffic, once per launch rather than per step, is left out of these figures: ``v0``,
 ``beta`` and ``v_last`` add at most ``12 / T`` bytes per neuron-step to the forward;
 ``grad_v_last``, ``v0``, ``beta``, ``grad_v0`` and ``grad_beta`` at most ``20 / T`` to the
-backward.
+backward. :func:`lif_min_bytes_per_neuron_step` gives the least any implementation of the same
+call must move (``5b``), the other yardstick of the benchmark's roofline.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Leaky integrate-and-fire neuron over a whole sequence.
 
-Semantics (time-major, ``x: [T, B, ...]``; pinned in DESIGN.md)::
+Semantics (time-major, ``x: [T, B, ...]``)::
 
     u[t] = beta * v[t-1] + x[t]          v[-1] = v0 (or 0)
     s[t] = 1 if u[t] >= threshold else 0

@@ -2,7 +2,7 @@
 
 Runs the kernels on the Triton CPU interpreter (``TRITON_INTERPRET=1``, set by tests/conftest.py
 when there is no GPU) at small shapes, or on CUDA where present. Spikes must be bitwise those of
-the reference, ``v_last`` bitwise those of DESIGN.md's equations evaluated in float32, gradients
+the reference, ``v_last`` bitwise those of the LIF equations evaluated in float32, gradients
 those of the reference to rounding. Inputs are ``N(0.6, 0.6)`` so that a good fraction of neurons
 spike, and comparisons first check that the case is not trivial (some spikes, some silences).
 """
@@ -109,7 +109,7 @@ def run(backend, x, v0, beta, *, grad="both", seed=1, **params):
 
 
 def design_f32(x, v0, beta, threshold, reset):
-    """DESIGN.md's LIF written out in float32, u = (v * beta) + x with each op rounded.
+    """The LIF equations written out in float32, u = (v * beta) + x with each op rounded.
     Returns ``(spikes, v_last, v_prev)``, ``v_prev[t] = v[t-1]`` in float32."""
     v = torch.zeros(x.shape[1:], device=x.device) if v0 is None else v0.float()
     beta = beta.float() if isinstance(beta, torch.Tensor) else beta
@@ -172,7 +172,7 @@ def check_against_reference(x, v0, beta, *, grad="both", nontrivial=True, **para
     assert torch.equal(got[0], ref[0]), "spikes differ from the reference"
     want_s, want_v, v_prev = design_f32(x, v0, beta, params["threshold"], params["reset"])
     assert torch.equal(got[0], want_s)
-    assert torch.equal(got[1], want_v), "v_last differs from DESIGN.md's equations in float32"
+    assert torch.equal(got[1], want_v), "v_last differs from the LIF equations in float32"
     # The reference's v_last agrees to rounding (its subtract reset rounds twice).
     torch.testing.assert_close(got[1].float(), ref[1].float(), **V_LAST_TOL[x.dtype])
     beta_terms = None
