@@ -59,8 +59,9 @@ def nonfinite_error(name: str) -> ValueError:
 
 
 def check_finite(x: torch.Tensor, name: str = "x") -> None:
-    """``x`` holds no NaN or Inf (one read of x and a host sync)."""
-    if x.numel() and not _all_finite(x):
+    """``x`` holds no NaN or Inf (one read of x and a host sync). Skipped while torch.compile or
+    torch.export traces: a traced graph has no values to read or branch on."""
+    if x.numel() and not torch.compiler.is_compiling() and not _all_finite(x):
         raise nonfinite_error(name)
 
 
@@ -108,7 +109,7 @@ def check_decay(beta: object, x: torch.Tensor, name: str = "beta", *, values: bo
         )
     if beta.device != x.device:
         raise ValueError(f"{name}: expected device {x.device}, got {beta.device}")
-    if values and beta.numel():
+    if values and beta.numel() and not torch.compiler.is_compiling():
         with torch.no_grad():
             low, high = float(beta.min()), float(beta.max())
         if not (low > 0 and high <= 1):
