@@ -10,8 +10,10 @@ The kernels run as the torch custom ops ``spikegate::lif_forward`` / ``spikegate
 (schema, fakes and autograd: :mod:`spikegate.kernels.ops`), so torch.compile and torch.export see
 one op per direction.
 
-Layout. ``x [T, B, ...]`` is made contiguous and seen as ``[T, M]`` with ``M = B * prod(...)``
-neurons per step. The grid covers the ``M`` neurons of one step, ``BLOCK`` neighbouring neurons
+Layout. ``x [T, B, ...]`` is seen as ``[T, M]`` with ``M = B * prod(...)`` neurons per step; an
+``x`` (or ``grad_spikes``) whose every step is one contiguous run is read by its step stride, a
+slice of a longer buffer or a gradient expanded over time (stride 0) without a copy, anything
+else is made contiguous first. The grid covers the ``M`` neurons of one step, ``BLOCK`` neighbouring neurons
 per program (1024 and 4 warps by default), and each program loops over ``t`` inside the kernel
 with the membrane in registers: every load and store of a step is one contiguous, coalesced run of
 ``BLOCK`` elements, and step ``t + 1`` of a neuron sits ``M`` elements after step ``t``. Programs
@@ -170,12 +172,12 @@ def _decay(beta_ptr, offs, mask, beta, BETA_MODE: tl.constexpr):
     return b
 
 
-@triton.jit(do_not_specialize=["T", "M_div"])
+@triton.jit(do_not_specialize=["T", "M_div", "XS_div"])
 def _lif_fwd_kernel(
     x_ptr, v0_ptr, beta_ptr,                 # in: [T, M], [M] (HAS_V0), [M] or [1] (BETA_MODE)
     spikes_ptr, saved_ptr, v_last_ptr,       # out: [T, M], [T, M] (SAVE), [M]
     flags_ptr,                               # out: [programs] int32, 1 where x held NaN/Inf
-    T, M_div, beta, threshold,
+    T, M_div, XS_div, beta, threshold,       # x[t] starts XS = XS_div * VEC elements after x[t-1]
     VEC: tl.constexpr, HAS_V0: tl.constexpr, BETA_MODE: tl.constexpr,
     SAVE: tl.constexpr, SAVE_SHIFTED: tl.constexpr, SAVE_MAX: tl.constexpr,
     RESET: tl.constexpr, CHECK_FINITE: tl.constexpr, NATIVE_ROUND: tl.constexpr,
@@ -185,6 +187,7 @@ def _lif_fwd_kernel(
     # advances by M per step keeps its alignment and the accesses stay 16-byte vectors whenever
     # M allows them (M_div itself is not specialized: see _vector_width).
     M = M_div * VEC
+    XS = XS_div * VEC
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
     if HAS_V0:
@@ -199,7 +202,7 @@ def _lif_fwd_kernel(
     x_next = tl.load(x_ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
     for t in range(T):
         x = x_next.to(tl.float32)
-        x_ptrs += M
+        x_ptrs += XS
         x_next = tl.load(x_ptrs, mask=offs < tl.where(t + 1 < T, M, 0), other=0.0,
                          eviction_policy="evict_first")
         if CHECK_FINITE:
@@ -230,11 +233,11 @@ def _lif_fwd_kernel(
         tl.store(flags_ptr + tl.program_id(0), tl.max(bad, axis=0))
 
 
-@triton.jit(do_not_specialize=["T", "M_div"])
+@triton.jit(do_not_specialize=["T", "M_div", "GS_div"])
 def _lif_bwd_kernel(
     saved_ptr, grad_spikes_ptr, grad_v_last_ptr, v0_ptr, beta_ptr,   # in
     grad_x_ptr, grad_v0_ptr, grad_beta_ptr,   # out: [T, M], [M], [M] (BETA_MODE 2) or [programs]
-    T, M_div, beta, threshold, c0, c1,
+    T, M_div, GS_div, beta, threshold, c0, c1,   # grad_spikes[t] starts GS = GS_div * VEC after
     VEC: tl.constexpr,
     HAS_GRAD_SPIKES: tl.constexpr, GRAD_SPIKES_SCALAR: tl.constexpr,
     HAS_GRAD_V_LAST: tl.constexpr, HAS_V0: tl.constexpr, BETA_MODE: tl.constexpr,
@@ -243,6 +246,7 @@ def _lif_bwd_kernel(
     SURROGATE: tl.constexpr, NATIVE_ROUND: tl.constexpr, BLOCK: tl.constexpr,
 ):
     M = M_div * VEC
+    GS = GS_div * VEC
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
     b = _decay(beta_ptr, offs, mask, beta, BETA_MODE)
@@ -257,7 +261,7 @@ def _lif_bwd_kernel(
 
     last = (T - 1).to(tl.int64) * M
     k_ptrs = saved_ptr + last + offs
-    gs_ptrs = grad_spikes_ptr + last + offs
+    gs_ptrs = grad_spikes_ptr + (T - 1).to(tl.int64) * GS + offs
     gx_ptrs = grad_x_ptr + last + offs
     k_next = tl.load(k_ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
     if HAS_GRAD_SPIKES and not GRAD_SPIKES_SCALAR:
@@ -282,7 +286,7 @@ def _lif_bwd_kernel(
                 gu = gs_all * sg
             else:
                 gs = gs_next.to(tl.float32)
-                gs_ptrs -= M
+                gs_ptrs -= GS
                 gs_next = tl.load(gs_ptrs, mask=more, other=0.0, eviction_policy="evict_first")
                 gu = gs * sg
         else:
@@ -430,18 +434,32 @@ def _native_round() -> bool:
 _ALIGN = 16  # bytes of one vector access
 
 
-def _vector_width(m: int, *tensors: Optional[torch.Tensor]) -> int:
-    """The largest power of two ``VEC <= 16`` dividing ``m`` (the kernels take ``M = M_div *
-    VEC``), or 1 when one of the ``[T, M]`` tensors the loop reads does not start on a 16-byte
-    boundary (a time slice ``x[1:]`` with ``M * b`` not a multiple of 16, say): then every
-    per-step access is a scalar one alike, instead of vectors for some and scalars for others,
-    which would cost a layout conversion (a round trip through shared memory) every step."""
+def _vector_width(m: int, *tensors: Optional[torch.Tensor], steps: tuple = ()) -> int:
+    """The largest power of two ``VEC <= 16`` dividing ``m`` and the step strides ``steps`` (the
+    kernels take ``M = M_div * VEC``, likewise the strides), or 1 when one of the ``[T, M]``
+    tensors the loop reads does not start on a 16-byte boundary (a time slice ``x[1:]`` with
+    ``M * b`` not a multiple of 16, say): then every per-step access is a scalar one alike,
+    instead of vectors for some and scalars for others, which would cost a layout conversion (a
+    round trip through shared memory) every step."""
     if any(t is not None and t.data_ptr() % _ALIGN for t in tensors):
         return 1
     vec = 1
-    while vec < 16 and m % (2 * vec) == 0:
+    while vec < 16 and all(n % (2 * vec) == 0 for n in (m, *steps)):
         vec *= 2
     return vec
+
+
+def _step_stride(t: torch.Tensor) -> Optional[int]:
+    """Elements from ``t[i]`` to ``t[i + 1]`` when every step of ``t [T, ...]`` is one contiguous
+    run (so the kernels read it by stride, without a copy: a slice of a longer buffer, or a
+    gradient expanded over time, stride 0), else None."""
+    expected = 1
+    for size, stride in reversed(list(zip(t.shape[1:], t.stride()[1:]))):
+        if size != 1 and stride != expected:
+            return None
+        expected *= size
+    step = t.stride(0) if t.shape[0] > 1 else expected
+    return step if 0 <= step < 2**31 - 1 else None
 
 
 def _per_neuron(t: Optional[torch.Tensor], vec: int) -> Optional[torch.Tensor]:
@@ -503,7 +521,10 @@ def lif_forward(
     """One forward launch: ``(spikes, v_last, kept or [0], nonfinite)`` (see the module
     docstring for ``kept``); ``nonfinite`` folds the NaN/Inf check of x into the same pass."""
     _check_kernel_dtype(x.dtype)
-    x = x.contiguous()
+    x_step = _step_stride(x)
+    if x_step is None:
+        x = x.contiguous()
+        x_step = x[0].numel()
     T, step_shape = x.shape[0], x.shape[1:]
     m = step_shape.numel()
     if m > _MAX_NEURONS:
@@ -511,10 +532,10 @@ def lif_forward(
             f"x: the LIF kernels take at most {_MAX_NEURONS} neurons per step (int32 offsets "
             f"within a step), got {m} (shape {tuple(x.shape)})"
         )
-    vec = _vector_width(m, x)
+    vec = _vector_width(m, x, steps=(x_step,))
     v0_f32 = _per_neuron(v0, vec)
     beta_f32, beta_mode, beta_scalar = _decay_inputs(beta, beta_value, step_shape, vec)
-    spikes = torch.empty_like(x)
+    spikes = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     v_last = _per_neuron_empty(step_shape, x.dtype, x.device, vec)
     kept = torch.empty(x.shape, dtype=x.dtype, device=x.device) if save else None
     block, num_warps = _launch_config(m, x.device)
@@ -524,7 +545,7 @@ def lif_forward(
         with _on_device(x.device):
             _lif_fwd_kernel[(programs,)](
                 x, _or(v0_f32, x), _or(beta_f32, x), spikes, _or(kept, spikes), v_last, flags,
-                T, m // vec, beta_scalar, threshold,
+                T, m // vec, x_step // vec, beta_scalar, threshold,
                 VEC=vec, HAS_V0=v0_f32 is not None, BETA_MODE=beta_mode,
                 SAVE=save, SAVE_SHIFTED=x.dtype != torch.float32,
                 SAVE_MAX=_FLOAT16_MAX if x.dtype == torch.float16 else 0.0,
@@ -555,9 +576,12 @@ def lif_backward(
     scalar_gs = grad_spikes is not None and grad_spikes.numel() > 0 and all(
         st == 0 for st in grad_spikes.stride()
     )
+    gs_step = m
     if grad_spikes is not None and not scalar_gs:
-        grad_spikes = grad_spikes.contiguous()
-    vec = _vector_width(m, kept, None if scalar_gs else grad_spikes)
+        gs_step = _step_stride(grad_spikes)
+        if gs_step is None:
+            grad_spikes, gs_step = grad_spikes.contiguous(), m
+    vec = _vector_width(m, kept, None if scalar_gs else grad_spikes, steps=(gs_step,))
     v0_f32 = _per_neuron(v0, vec)
     beta_f32, beta_mode, beta_scalar = _decay_inputs(beta, beta_value, step_shape, vec)
     block, num_warps = _launch_config(m, device)
@@ -582,7 +606,7 @@ def lif_backward(
                 kept, _or(grad_spikes, kept), _or(grad_v_last, kept),
                 _or(v0_f32, kept), _or(beta_f32, kept),
                 _or(grad_x, kept), _or(grad_v0, kept), _or(grad_beta, kept),
-                T, m // vec, beta_scalar, threshold, c0, c1,
+                T, m // vec, gs_step // vec, beta_scalar, threshold, c0, c1,
                 VEC=vec, HAS_GRAD_SPIKES=grad_spikes is not None, GRAD_SPIKES_SCALAR=scalar_gs,
                 HAS_GRAD_V_LAST=grad_v_last is not None,
                 HAS_V0=v0_f32 is not None, BETA_MODE=beta_mode,
@@ -667,7 +691,7 @@ def aot_cases() -> list:
             fwd_sig = {
                 "x_ptr": f"*{tt}", "v0_ptr": "*fp32", "beta_ptr": "*fp32", "spikes_ptr": f"*{tt}",
                 "saved_ptr": f"*{tt}", "v_last_ptr": f"*{tt}", "flags_ptr": "*i32",
-                "T": "i32", "M_div": "i32", "beta": "fp32", "threshold": "fp32",
+                "T": "i32", "M_div": "i32", "XS_div": "i32", "beta": "fp32", "threshold": "fp32",
             }
             fwd_const = dict(VEC=vec, HAS_V0=True, BETA_MODE=2, SAVE=True, SAVE_SHIFTED=half,
                              SAVE_MAX=_FLOAT16_MAX if dtype == "float16" else 0.0, RESET=0,
@@ -676,7 +700,7 @@ def aot_cases() -> list:
                 "saved_ptr": f"*{tt}", "grad_spikes_ptr": f"*{tt}", "grad_v_last_ptr": f"*{tt}",
                 "v0_ptr": "*fp32", "beta_ptr": "*fp32", "grad_x_ptr": f"*{tt}",
                 "grad_v0_ptr": "*fp32", "grad_beta_ptr": "*fp32", "T": "i32", "M_div": "i32",
-                "beta": "fp32", "threshold": "fp32", "c0": "fp32", "c1": "fp32",
+                "GS_div": "i32", "beta": "fp32", "threshold": "fp32", "c0": "fp32", "c1": "fp32",
             }
             bwd_const = dict(VEC=vec, HAS_GRAD_SPIKES=True, GRAD_SPIKES_SCALAR=False,
                              HAS_GRAD_V_LAST=True, HAS_V0=True, BETA_MODE=2, NEED_GRAD_X=True,

@@ -571,3 +571,31 @@ def test_the_finite_check_runs_inside_the_forward_launch(bad, monkeypatch):
     assert spikes.shape == x.shape
     clean = lif_input((3, 2, 700))
     lif_sequence(clean, beta=0.5, backend="triton")
+
+
+def test_steps_of_a_longer_buffer_are_read_by_stride():
+    """x[t] contiguous but T-strided (every other step block of an interleaved buffer)."""
+    from spikegate.kernels.lif import _step_stride
+
+    big = lif_input((5, 2, 3, 8), seed=12)   # [T, 2, B, N]: x = big[:, 1] is [T, B, N]
+    x = big[:, 1]
+    assert not x.is_contiguous() and _step_stride(x) == 2 * 3 * 8
+    assert _step_stride(big.transpose(1, 2)) is None and _step_stride(big[:1]) == 48
+    check_against_reference(
+        x, None, make_beta("scalar", x.shape[1:]), threshold=1.0, reset="zero",
+        surrogate="atan", detach_reset=False,
+    )
+
+
+def test_a_gradient_expanded_over_time_is_read_by_stride():
+    """``(spikes.sum(0) * w).sum()`` hands the backward ``w`` expanded over T (stride 0)."""
+    x = lif_input((6, 2, 40), seed=13)
+    w = torch.randn(2, 40, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    grads = []
+    for backend in ("triton", "torch"):
+        leaf = x.clone().requires_grad_()
+        spikes, _ = lif_sequence(leaf, beta=0.8, backend=backend)
+        (spikes.sum(0) * w).sum().backward()
+        grads.append(leaf.grad)
+    assert grads[1].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
