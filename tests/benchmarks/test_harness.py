@@ -150,3 +150,9 @@ def test_run_child_returns_the_json_or_the_reason(harness, tmp_path):
     assert result == {"argv": ["--a", "1"], "env": "x"} and reason == ""
     result, reason = harness.run_child(script, [], {"CHILD_FAIL": "1"})
     assert result is None and reason == "child: cannot run here"
+
+
+def test_run_as_a_benchmark_the_harness_says_what_it_is(harness, capsys):
+    assert harness.main([]) == 2
+    err = capsys.readouterr().err
+    assert "not a benchmark" in err and "'lif'" in err
