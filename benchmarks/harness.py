@@ -328,8 +328,8 @@ def environment_lines(meta: dict) -> str:
     else:
         load_text = ""
     lines = [
-        f"- device: {meta['device']}" + (f", {meta['threads']} threads" if meta.get("threads") else "")
-        + load_text,
+        f"- device: {meta['device']}"
+        + (f", {meta['threads']} threads" if meta.get("threads") else "") + load_text,
         f"- date: {meta['date']}; commit: {meta['commit']}"
         + (" + uncommitted changes under spikegate/" if meta.get("dirty") else ""),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),

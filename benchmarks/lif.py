@@ -247,8 +247,8 @@ def _spikingjelly_precision(device: torch.device) -> "Impl | str":
         return spikes, v_last
 
     return Impl(
-        f"SpikingJelly {harness.version('spikingjelly')} lif_multi_step [triton, explicit precision]",
-        run, note="storage in the input dtype, fp32 forward and backward math",
+        f"SpikingJelly {harness.version('spikingjelly')} lif_multi_step"
+        " [triton, explicit precision]", run, note="storage in the input dtype, fp32 forward and backward math",
         dtypes=(torch.float16, torch.bfloat16),
     )
 
@@ -392,8 +392,8 @@ def bench_shape(
         rows.append(row)
         if impl.dtypes is not None and dtype not in impl.dtypes:
             row.status = "skipped"
-            row.note = harness.join(f"runs {', '.join(str(d).split('.')[-1] for d in impl.dtypes)} only",
-                                    row.note)
+            runs = ", ".join(str(d).split(".")[-1] for d in impl.dtypes)
+            row.note = harness.join(f"runs {runs} only", row.note)
             continue
         try:
             case = _Case(impl, x, w_s, w_v)
@@ -451,8 +451,9 @@ def add_relative(rows: list, device: torch.device, copy_bw: Optional[float]) -> 
                 if kernel is None:
                     r.note = harness.join(r.note, why)
                     continue
-                r.roofline_kernel = harness.roofline_fraction(kernel * T * B * N, r.median_ms, copy_bw)
-                r.roofline_api = harness.roofline_fraction(api * T * B * N, r.median_ms, copy_bw)
+                steps = T * B * N
+                r.roofline_kernel = harness.roofline_fraction(kernel * steps, r.median_ms, copy_bw)
+                r.roofline_api = harness.roofline_fraction(api * steps, r.median_ms, copy_bw)
 
 
 def _is_peer(label: str) -> bool:
@@ -525,9 +526,10 @@ def run_benchmark(cfg: Config, argv_common: Optional[list] = None, command: str 
                 harness.free(device)
         for row in rows:
             if row.status == "skipped" and "cannot run this execution profile" in row.note:
-                row.note += (" (LIFNode keeps v in the input dtype; SJ serves half v only from its"
-                             " torch reference, under SJ_LIF_CUDA_IMPLEMENTATION=auto: --sj-impls auto;"
-                             " its explicit-precision Triton path is the spikingjelly-precision row)")
+                row.note += (" (LIFNode keeps v in the input dtype; SJ serves half v only from"
+                             " its torch reference, under SJ_LIF_CUDA_IMPLEMENTATION=auto:"
+                             " --sj-impls auto; its explicit-precision Triton path is the"
+                             " spikingjelly-precision row)")
         if "spikingjelly" in cfg.impls and device.type == "cuda" and not child:
             rows += _sj_children(cfg, argv_common or [])
         order = {tuple(shape): i for i, shape in enumerate(cfg.shapes)}

@@ -197,7 +197,9 @@ def _child_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def check_lif_kernels(dtypes: Optional[Sequence[str]] = None, timeout: float = 900) -> list[KernelReport]:
+def check_lif_kernels(
+    dtypes: Optional[Sequence[str]] = None, timeout: float = 900,
+) -> list[KernelReport]:
     """Compile every LIF kernel case for sm_90 in a child process without ``TRITON_INTERPRET``;
     ``dtypes`` (``"float32"``, ``"float16"``, ``"bfloat16"``) limits the cases."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

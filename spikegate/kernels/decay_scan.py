@@ -49,7 +49,8 @@ import triton.language as tl
 from spikegate.neurons.checks import KERNEL_DTYPES
 
 __all__ = [
-    "decay_scan_triton", "decay_scan_forward", "decay_scan_backward", "decay_scan_bytes_per_element",
+    "decay_scan_triton", "decay_scan_forward", "decay_scan_backward",
+    "decay_scan_bytes_per_element",
 ]
 
 _MAX_CHUNKS = 64      # the carry loop of the second launch costs up to n steps per program

@@ -13,14 +13,14 @@ one op per direction.
 Layout. ``x [T, B, ...]`` is seen as ``[T, M]`` with ``M = B * prod(...)`` neurons per step; an
 ``x`` (or ``grad_spikes``) whose every step is one contiguous run is read by its step stride, a
 slice of a longer buffer or a gradient expanded over time (stride 0) without a copy, anything
-else is made contiguous first. The grid covers the ``M`` neurons of one step, ``BLOCK`` neighbouring neurons
-per program (1024 and 4 warps by default), and each program loops over ``t`` inside the kernel
-with the membrane in registers: every load and store of a step is one contiguous, coalesced run of
-``BLOCK`` elements, and step ``t + 1`` of a neuron sits ``M`` elements after step ``t``. Programs
-never talk to each other. Pointers advance by ``M`` per step (64-bit pointer arithmetic) and the
-backward's start ``(T - 1) * M`` is formed in int64, so ``T * M`` may exceed 2^31 (``M`` itself
-may not). Each step's load of the next step is issued before the current step's arithmetic and
-stores, so two steps of loads are in flight per thread.
+else is made contiguous first. The grid covers the ``M`` neurons of one step, ``BLOCK``
+neighbouring neurons per program (1024 and 4 warps by default), and each program loops over
+``t`` inside the kernel with the membrane in registers: every load and store of a step is one
+contiguous, coalesced run of ``BLOCK`` elements. Programs never talk to each other. Pointers
+advance by one step stride per step (64-bit pointer arithmetic) and the backward's start
+``(T - 1) * stride`` is formed in int64, so ``T * M`` may exceed 2^31 (``M`` itself may not).
+Each step's load of the next step is issued before the current step's arithmetic and stores, so
+two steps of loads are in flight per thread.
 
 Alignment. ``M`` reaches the kernels as ``M_div * VEC`` with ``VEC`` the largest power of two
 up to 16 that divides ``M`` (``M_div`` is not specialized), so the compiler knows that a pointer
@@ -463,7 +463,8 @@ def _step_stride(t: torch.Tensor) -> Optional[int]:
 
 
 def _per_neuron(t: Optional[torch.Tensor], vec: int) -> Optional[torch.Tensor]:
-    """A per-neuron input as the kernels read it (float32, contiguous); see :func:`_per_neuron_empty`."""
+    """A per-neuron input as the kernels read it (float32, contiguous; the alignment of
+    :func:`_per_neuron_empty`)."""
     if t is None:
         return None
     t = t.detach().to(torch.float32).contiguous()
@@ -597,7 +598,8 @@ def lif_backward(
     if grad_v_last is not None:
         grad_v_last = grad_v_last.contiguous()
         if vec == 1 and grad_v_last.data_ptr() % _ALIGN == 0:
-            grad_v_last = _per_neuron_empty(step_shape, grad_v_last.dtype, device, vec).copy_(grad_v_last)
+            aligned_off = _per_neuron_empty(step_shape, grad_v_last.dtype, device, vec)
+            grad_v_last = aligned_off.copy_(grad_v_last)
 
     if m > 0:
         kid, c0, c1 = _surrogate_constants(surrogate_from_args(surrogate, surrogate_params))
@@ -618,7 +620,10 @@ def lif_backward(
 
     out_v0 = grad_v0.to(v0.dtype) if need_v0 else _nothing(kept)
     if need_beta:
-        reduced = grad_beta.sum_to_size(beta.shape) if beta_mode == 2 else grad_beta.sum().reshape(beta.shape)
+        if beta_mode == 2:
+            reduced = grad_beta.sum_to_size(beta.shape)
+        else:
+            reduced = grad_beta.sum().reshape(beta.shape)
         out_beta = reduced.to(beta.dtype)
     else:
         out_beta = _nothing(kept)
@@ -706,15 +711,17 @@ def aot_cases() -> list:
                              HAS_GRAD_V_LAST=True, HAS_V0=True, BETA_MODE=2, NEED_GRAD_X=True,
                              NEED_GRAD_V0=True, NEED_GRAD_BETA=True, SAVE_SHIFTED=half, RESET=0,
                              DETACH_RESET=False, SURROGATE=0, NATIVE_ROUND=True, BLOCK=1024)
-            pointers = lambda sig: tuple(k for k, v in sig.items() if v.startswith("*"))  # noqa: E731
             # VEC = 1: the launcher also starts the per-neuron buffers off alignment
             unaligned_in = {"x_ptr", "grad_spikes_ptr", "v0_ptr", "beta_ptr", "v_last_ptr",
                             "grad_v_last_ptr", "grad_v0_ptr", "grad_beta_ptr"}
             for kernel, fn, sig, const, options in (
-                ("_lif_fwd_kernel", "_lif_fwd_kernel", fwd_sig, fwd_const, {"enable_fp_fusion": False}),
-                ("_lif_bwd_kernel", "_lif_bwd_kernel", bwd_sig, bwd_const, {"enable_fp_fusion": True}),
+                ("_lif_fwd_kernel", "_lif_fwd_kernel", fwd_sig, fwd_const,
+                 {"enable_fp_fusion": False}),
+                ("_lif_bwd_kernel", "_lif_bwd_kernel", bwd_sig, bwd_const,
+                 {"enable_fp_fusion": True}),
             ):
-                aligned = tuple(p for p in pointers(sig) if aligned_shape or p not in unaligned_in)
+                aligned = tuple(p for p, kind in sig.items() if kind.startswith("*")
+                                and (aligned_shape or p not in unaligned_in))
                 cases.append(CompileCase(
                     kernel=kernel, module=__name__, function=fn, shape=shape, dtype=dtype,
                     signature={**sig, **{k: "constexpr" for k in const}}, constexprs=const,

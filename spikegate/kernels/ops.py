@@ -53,7 +53,8 @@ def op_surrogate(surrogate: Surrogate) -> bool:
 
 def surrogate_args(surrogate: Surrogate) -> tuple[str, list[float]]:
     """``(name, field values)`` of a built-in surrogate, the form the ops take."""
-    return surrogate.name, [float(getattr(surrogate, f.name)) for f in dataclasses.fields(surrogate)]
+    fields = dataclasses.fields(surrogate)
+    return surrogate.name, [float(getattr(surrogate, f.name)) for f in fields]
 
 
 def surrogate_from_args(name: str, params: list[float]) -> Surrogate:
@@ -126,7 +127,8 @@ def lif_reference_forward(
     spikes, v_last, u = reference_forward(
         x, v0, beta if beta is not None else beta_value, threshold, reset
     )
-    return spikes, v_last, u if save else _nothing(x), torch.zeros((), dtype=torch.bool, device=x.device)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=x.device)  # lif_sequence checks x
+    return spikes, v_last, u if save else _nothing(x), nonfinite
 
 
 def _fake_reference_forward(x, v0, beta, beta_value, threshold, reset, surrogate, surrogate_params,
@@ -154,7 +156,9 @@ def lif_reference_backward(
     # copies throughout: an op's outputs may not alias each other or its inputs
     grad_x = gu.to(x_dtype, copy=True) if need_x else _nothing(kept)
     grad_v0 = (gu[0] * decay_c).to(v0.dtype) if need_v0 else _nothing(kept)
-    grad_beta = gbeta.sum_to_size(beta.shape).to(beta.dtype, copy=True) if need_beta else _nothing(kept)
+    grad_beta = _nothing(kept)
+    if need_beta:
+        grad_beta = gbeta.sum_to_size(beta.shape).to(beta.dtype, copy=True)
     return grad_x, grad_v0, grad_beta
 
 
