@@ -22,14 +22,18 @@ exports it:
    and fake outputs must agree in strides (allocate contiguous outputs in the real op).
 4. ``forward_op.register_autograd(backward, setup_context=...)``: ``setup_context`` saves
    tensors with ``ctx.save_for_backward`` and plain values on ``ctx``; ``backward`` calls the
-   backward op and maps placeholders back to None. ``ops.register_lif_ops`` does steps 3 and 4
-   for the LIF schema and is the template for another kernel's pair.
-5. The torch reference gets its own op pair with the same schema (``lif_reference_*`` in
+   backward op and maps placeholders back to None. ``ops.LIFOps`` does steps 1 to 5 for the
+   LIF schema from two plain functions; ``decay_scan.py`` shows the same for another schema.
+5. Eager calls skip the dispatcher, whose Python costs a few hundred microseconds per call (more
+   than a small kernel launch): an ``autograd.Function`` around the same two plain functions
+   runs when ``torch.compiler.is_compiling()`` is false, the op while tracing. ``ops.LIFOps``
+   builds both from the plain functions; a test compares the two routes bitwise.
+6. The torch reference gets its own op pair with the same schema (``lif_reference_*`` in
    ``ops.py``), so that the CPU path compiles too and the two paths stay interchangeable.
-6. Tests: ``torch.library.opcheck`` on every op (schema, fake tensor, autograd registration,
+7. Tests: ``torch.library.opcheck`` on every op (schema, fake tensor, autograd registration,
    AOT dispatch), a compiled (``fullgraph=True``) model against the eager one, outputs and
    gradients, and ``torch.export.export`` of a model holding the op.
-7. The compile check: list the kernel's specializations in an ``aot_cases()`` of the kernel
+8. The compile check: list the kernel's specializations in an ``aot_cases()`` of the kernel
    module and add it to ``spikegate.kernels.aot``; it must compile for sm_90 without spills
    or layout conversions inside its time loop at aligned shapes.
 

@@ -49,7 +49,7 @@ import triton.language as tl
 from spikegate.neurons.checks import KERNEL_DTYPES
 
 __all__ = [
-    "decay_scan_triton", "decay_scan_forward", "decay_scan_backward",
+    "decay_scan_triton", "decay_scan_forward", "decay_scan_backward", "DecayScanTritonFunction",
     "decay_scan_bytes_per_element",
 ]
 
@@ -249,8 +249,7 @@ def _nothing(like: torch.Tensor) -> torch.Tensor:
 # and torch.export see one op per direction. ``chunk`` 0 lets the launch plan choose.
 
 
-@torch.library.custom_op("spikegate::decay_scan_forward", mutates_args=())
-def decay_scan_forward(
+def _scan_forward(
     z: torch.Tensor, r: torch.Tensor, h0: Optional[torch.Tensor], chunk: int,
 ) -> torch.Tensor:
     """``h [T, B, H, Dh]`` in z's dtype: two launches (one when a single chunk covers T)."""
@@ -271,13 +270,7 @@ def decay_scan_forward(
     return h
 
 
-@decay_scan_forward.register_fake
-def _(z, r, h0, chunk):
-    return z.new_empty(z.shape)
-
-
-@torch.library.custom_op("spikegate::decay_scan_backward", mutates_args=())
-def decay_scan_backward(
+def _scan_backward(
     grad_h: torch.Tensor, z: torch.Tensor, h: torch.Tensor, r: torch.Tensor,
     h0: Optional[torch.Tensor], chunk: int, need_dz: bool, need_dr: bool, need_dh0: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -313,6 +306,17 @@ def decay_scan_backward(
             _nothing(z) if dh0 is None else dh0.to(h0.dtype))
 
 
+decay_scan_forward = torch.library.custom_op("spikegate::decay_scan_forward", _scan_forward,
+                                             mutates_args=())
+decay_scan_backward = torch.library.custom_op("spikegate::decay_scan_backward", _scan_backward,
+                                              mutates_args=())
+
+
+@decay_scan_forward.register_fake
+def _(z, r, h0, chunk):
+    return z.new_empty(z.shape)
+
+
 @decay_scan_backward.register_fake
 def _(grad_h, z, h, r, h0, chunk, need_dz, need_dr, need_dh0):
     return (z.new_empty(z.shape) if need_dz else _nothing(z),
@@ -326,15 +330,36 @@ def _setup_context(ctx, inputs, output):
     ctx.chunk = chunk
 
 
-def _backward(ctx, grad_h):
-    z, h, r, h0 = ctx.saved_tensors
-    need_dz, need_dr, need_dh0 = ctx.needs_input_grad[:3]
-    need_dh0 = need_dh0 and h0 is not None
-    dz, dr, dh0 = decay_scan_backward(grad_h, z, h, r, h0, ctx.chunk, need_dz, need_dr, need_dh0)
-    return (dz if need_dz else None, dr if need_dr else None, dh0 if need_dh0 else None, None)
+def _autograd_backward(backward_fn):
+    def backward(ctx, grad_h):
+        z, h, r, h0 = ctx.saved_tensors
+        need_dz, need_dr, need_dh0 = ctx.needs_input_grad[:3]
+        need_dh0 = need_dh0 and h0 is not None
+        dz, dr, dh0 = backward_fn(grad_h, z, h, r, h0, ctx.chunk, need_dz, need_dr, need_dh0)
+        return (dz if need_dz else None, dr if need_dr else None, dh0 if need_dh0 else None,
+                None)
+
+    return backward
 
 
-decay_scan_forward.register_autograd(_backward, setup_context=_setup_context)
+decay_scan_forward.register_autograd(_autograd_backward(decay_scan_backward),
+                                     setup_context=_setup_context)
+
+
+class DecayScanTritonFunction(torch.autograd.Function):
+    """The eager route: the ops' own functions without the dispatcher, whose Python costs more
+    than these launches at small sizes (``decay_scan_triton`` takes the op while tracing)."""
+
+    @staticmethod
+    def forward(ctx, z, r, h0, chunk):
+        h = _scan_forward(z, r, h0, chunk)
+        _setup_context(ctx, (z, r, h0, chunk), h)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h):
+        return _autograd_backward(_scan_backward)(ctx, grad_h)
 
 
 def decay_scan_triton(
@@ -357,4 +382,6 @@ def decay_scan_triton(
         raise TypeError(f"z: the decay-scan kernels take float32, float16, bfloat16, got {z.dtype}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk: expected an int >= 1 or None, got {chunk!r}")
-    return decay_scan_forward(z, r, h0, chunk or 0)
+    if torch.compiler.is_compiling():
+        return decay_scan_forward(z, r, h0, chunk or 0)
+    return DecayScanTritonFunction.apply(z, r, h0, chunk or 0)

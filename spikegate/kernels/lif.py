@@ -98,12 +98,13 @@ import torch
 import triton
 import triton.language as tl
 
-from spikegate.kernels.ops import register_lif_ops, surrogate_args, surrogate_from_args
+from spikegate.kernels.ops import LIFOps, surrogate_args, surrogate_from_args
 from spikegate.neurons.checks import KERNEL_DTYPES, nonfinite_error, triton_interpreter_enabled
 from spikegate.neurons.surrogate import Surrogate
 
 __all__ = [
     "lif_triton",
+    "lif_kernels",
     "lif_forward",
     "lif_backward",
     "lif_bytes_per_neuron_step",
@@ -513,8 +514,7 @@ def _nothing(like: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- #
 
 
-@torch.library.custom_op("spikegate::lif_forward", mutates_args=())
-def lif_forward(
+def _kernel_forward(
     x: torch.Tensor, v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float,
     threshold: float, reset: str, surrogate: str, surrogate_params: list[float],
     detach_reset: bool, save: bool, check_finite: bool,
@@ -563,8 +563,7 @@ def _fake_forward(x, v0, beta, beta_value, threshold, reset, surrogate, surrogat
             x.new_empty((), dtype=torch.bool))
 
 
-@torch.library.custom_op("spikegate::lif_backward", mutates_args=())
-def lif_backward(
+def _kernel_backward(
     kept: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
     v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float, threshold: float,
     reset: str, surrogate: str, surrogate_params: list[float], detach_reset: bool,
@@ -630,7 +629,9 @@ def lif_backward(
     return _or(grad_x, _nothing(kept)), out_v0, out_beta
 
 
-register_lif_ops(lif_forward, lif_backward, _fake_forward)
+lif_kernels = LIFOps("lif", _kernel_forward, _kernel_backward, _fake_forward)
+lif_forward = lif_kernels.forward
+lif_backward = lif_kernels.backward
 
 
 def lif_triton(
@@ -664,7 +665,7 @@ def lif_triton(
     save = torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in (x, v0, beta)
     )
-    spikes, v_last, _, nonfinite = lif_forward(
+    spikes, v_last, _, nonfinite = lif_kernels(
         x, v0, tensor_beta, 1.0 if tensor_beta is not None else float(beta), threshold, reset,
         *surrogate_args(surrogate), detach_reset, save, check_finite,
     )

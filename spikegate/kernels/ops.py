@@ -6,7 +6,7 @@ Two op pairs, one per backend of ``lif_sequence``, with the same schema:
   (:func:`spikegate.neurons.lif.reference_forward` / ``reference_backward``, the math of
   ``LIFTorchFunction``), any device. This module; no triton import.
 * ``spikegate::lif_forward`` / ``lif_backward``: the fused Triton kernels (CUDA, or CPU tensors on
-  Triton's interpreter), registered in :mod:`spikegate.kernels.lif` with :func:`register_lif_ops`.
+  Triton's interpreter), registered in :mod:`spikegate.kernels.lif` with :class:`LIFOps`.
 
 ``backend="auto"`` thus runs the reference op on the CPU and the kernel op on CUDA.
 
@@ -25,6 +25,9 @@ the per-step state the backward reads (``[0]`` when ``save`` is false: inference
 fold that check into the forward launch; the reference returns false and leaves the check to
 ``lif_sequence``). Gradients that are not needed come back as ``[0]`` tensors and are turned into
 None by the autograd formula. Every op has a fake (meta) implementation, so tracing needs no data.
+
+Eager calls skip the dispatcher (see :class:`LIFOps`): ``lif_sequence`` calls
+``lif_reference(...)`` / ``lif_kernels(...)``, which take the op only while tracing.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ __all__ = [
     "surrogate_args",
     "surrogate_from_args",
     "op_surrogate",
-    "register_lif_ops",
+    "LIFOps",
+    "lif_reference",
     "lif_reference_forward",
     "lif_reference_backward",
 ]
@@ -79,44 +83,93 @@ def _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype):
     )
 
 
-def register_lif_ops(forward_op, backward_op, fake_forward: Callable) -> None:
-    """Give a forward/backward op pair with the schema above its fake forward, a fake backward
-    and the autograd formula that ties them together."""
-    forward_op.register_fake(fake_forward)
+def _setup_context(ctx, inputs, output) -> None:
+    x, v0, beta, beta_value, threshold, reset, surrogate, params, detach_reset = inputs[:9]
+    ctx.save_for_backward(output[2], v0, beta)
+    ctx.config = (beta_value, threshold, reset, surrogate, params, detach_reset)
+    ctx.x_dtype = x.dtype
+    ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
 
-    @backward_op.register_fake
-    def _(kept, grad_spikes, grad_v_last, v0, beta, beta_value, threshold, reset, surrogate,
-          surrogate_params, detach_reset, need_x, need_v0, need_beta, x_dtype):
-        return _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype)
 
-    def setup_context(ctx, inputs, output):
-        x, v0, beta, beta_value, threshold, reset, surrogate, params, detach_reset = inputs[:9]
-        ctx.save_for_backward(output[2], v0, beta)
-        ctx.config = (beta_value, threshold, reset, surrogate, params, detach_reset)
-        ctx.x_dtype = x.dtype
-        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
+def _autograd_backward(backward_fn: Callable) -> Callable:
+    """The autograd formula of the LIF schema, calling ``backward_fn`` (the backward op, or the
+    function behind it)."""
 
-    def backward(ctx, grad_spikes, grad_v_last, _grad_kept, _grad_nonfinite):
+    def backward(ctx, grad_spikes, grad_v_last, _grad_kept=None, _grad_nonfinite=None):
         kept, v0, beta = ctx.saved_tensors
         need_x, need_v0, need_beta = ctx.needs_input_grad[:3]
         need_v0 = need_v0 and v0 is not None
         need_beta = need_beta and beta is not None
-        grad_x, grad_v0, grad_beta = backward_op(
+        grad_x, grad_v0, grad_beta = backward_fn(
             kept, grad_spikes, grad_v_last, v0, beta, *ctx.config, need_x, need_v0, need_beta,
             ctx.x_dtype,
         )
         return (grad_x if need_x else None, grad_v0 if need_v0 else None,
                 grad_beta if need_beta else None) + (None,) * 8
 
-    forward_op.register_autograd(backward, setup_context=setup_context)
+    return backward
+
+
+class LIFOps:
+    """A forward/backward pair with the schema above, from two plain functions.
+
+    ``forward`` / ``backward`` are the registered custom ops (``spikegate::<name>_forward`` /
+    ``_backward``) with fakes and the autograd formula; what ``torch.compile`` and
+    ``torch.export`` trace. ``__call__`` runs the forward with autograd: through the op while
+    tracing, and otherwise through an ``autograd.Function`` that calls the same two functions
+    directly, since an eager call through the dispatcher costs a few hundred microseconds of
+    Python per layer on a CPU. Both routes run the same code, and tests compare them.
+    """
+
+    def __init__(self, name: str, forward_fn: Callable, backward_fn: Callable,
+                 fake_forward: Callable) -> None:
+        self.forward = torch.library.custom_op(f"spikegate::{name}_forward", forward_fn,
+                                               mutates_args=())
+        self.backward = torch.library.custom_op(f"spikegate::{name}_backward", backward_fn,
+                                                mutates_args=())
+        self.forward.register_fake(fake_forward)
+        self.backward.register_fake(_fake_backward)
+        self.forward.register_autograd(_autograd_backward(self.backward),
+                                       setup_context=_setup_context)
+        self._eager = _eager_function(forward_fn, backward_fn)
+
+    def __call__(self, *inputs):
+        """``(spikes, v_last, kept, nonfinite)`` with autograd, from the forward's inputs."""
+        if torch.compiler.is_compiling():
+            return self.forward(*inputs)
+        return self._eager.apply(*inputs)
+
+
+def _fake_backward(kept, grad_spikes, grad_v_last, v0, beta, beta_value, threshold, reset,
+                   surrogate, surrogate_params, detach_reset, need_x, need_v0, need_beta,
+                   x_dtype):
+    return _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype)
+
+
+def _eager_function(forward_fn: Callable, backward_fn: Callable) -> type:
+    backward = _autograd_backward(backward_fn)
+
+    class EagerLIF(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            output = forward_fn(*inputs)
+            _setup_context(ctx, inputs, output)
+            ctx.mark_non_differentiable(output[2], output[3])
+            return output
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
+    return EagerLIF
 
 
 # ---------------------------------------------------------------------------------------------
 # The torch reference as an op pair
 
 
-@torch.library.custom_op("spikegate::lif_reference_forward", mutates_args=())
-def lif_reference_forward(
+def _reference_forward(
     x: torch.Tensor, v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float,
     threshold: float, reset: str, surrogate: str, surrogate_params: list[float],
     detach_reset: bool, save: bool, check_finite: bool,
@@ -138,8 +191,7 @@ def _fake_reference_forward(x, v0, beta, beta_value, threshold, reset, surrogate
             x.new_empty((), dtype=torch.bool))
 
 
-@torch.library.custom_op("spikegate::lif_reference_backward", mutates_args=())
-def lif_reference_backward(
+def _reference_backward(
     kept: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
     v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float, threshold: float,
     reset: str, surrogate: str, surrogate_params: list[float], detach_reset: bool,
@@ -153,13 +205,16 @@ def lif_reference_backward(
         surrogate_from_args(surrogate, surrogate_params), detach_reset, need_beta,
     )
     decay_c = beta.detach().to(kept.dtype) if beta is not None else beta_value
-    # copies throughout: an op's outputs may not alias each other or its inputs
-    grad_x = gu.to(x_dtype, copy=True) if need_x else _nothing(kept)
+    # gu and gbeta are this op's own buffers, so handing them out aliases no input
+    grad_x = gu.to(x_dtype) if need_x else _nothing(kept)
     grad_v0 = (gu[0] * decay_c).to(v0.dtype) if need_v0 else _nothing(kept)
     grad_beta = _nothing(kept)
     if need_beta:
-        grad_beta = gbeta.sum_to_size(beta.shape).to(beta.dtype, copy=True)
+        grad_beta = gbeta.sum_to_size(beta.shape).to(beta.dtype)
     return grad_x, grad_v0, grad_beta
 
 
-register_lif_ops(lif_reference_forward, lif_reference_backward, _fake_reference_forward)
+lif_reference = LIFOps("lif_reference", _reference_forward, _reference_backward,
+                       _fake_reference_forward)
+lif_reference_forward = lif_reference.forward
+lif_reference_backward = lif_reference.backward

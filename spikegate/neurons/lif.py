@@ -252,12 +252,12 @@ def lif_sequence(
             x, v0, beta, threshold=threshold, reset=reset, surrogate=surrogate,
             detach_reset=detach_reset, check_finite=validate,
         )
-    from spikegate.kernels.ops import lif_reference_forward, op_surrogate, surrogate_args
+    from spikegate.kernels.ops import lif_reference, op_surrogate, surrogate_args
 
     if not op_surrogate(surrogate):  # a user's own surrogate cannot travel through an op
         return LIFTorchFunction.apply(x, v0, beta, threshold, reset, surrogate, detach_reset)
     tensor_beta = beta if isinstance(beta, torch.Tensor) else None
-    spikes, v_last, _, _ = lif_reference_forward(
+    spikes, v_last, _, _ = lif_reference(
         x, v0, tensor_beta, 1.0 if tensor_beta is not None else beta, threshold, reset,
         *surrogate_args(surrogate), detach_reset, _needs_grad(x, v0, beta), False,
     )
