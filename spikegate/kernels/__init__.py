@@ -12,9 +12,10 @@ exports it:
    with ``@torch.library.custom_op(name, mutates_args=())`` on a function with type hints (the
    schema is inferred from them). Arguments are tensors (``Optional`` allowed), ``float``,
    ``int``, ``bool``, ``str``, ``list[float]``, ``torch.dtype``; no python objects, so a
-   surrogate travels as its name and field values (``ops.surrogate_args``). Outputs are new
-   tensors that alias neither the inputs nor each other (copy where a ``.to()`` might not), a
-   fixed number of them: an output that is not needed is a ``[0]`` placeholder.
+   surrogate travels as its name and field values (``ops.surrogate_args``). Outputs alias
+   neither the inputs nor each other (a ``.to()`` or ``.contiguous()`` of an input may return
+   the input itself: copy then), a fixed number of them: an output that is not needed is a
+   ``[0]`` placeholder.
 2. The forward returns whatever the backward needs (the kept state) as an extra output, rather
    than stashing it in a ctx.
 3. A fake implementation for each op (``op.register_fake``), which only allocates outputs of
@@ -34,7 +35,7 @@ exports it:
    AOT dispatch), a compiled (``fullgraph=True``) model against the eager one, outputs and
    gradients, and ``torch.export.export`` of a model holding the op.
 8. The compile check: list the kernel's specializations in an ``aot_cases()`` of the kernel
-   module and add it to ``spikegate.kernels.aot``; it must compile for sm_90 without spills
+   module and add the module to ``KERNEL_MODULES`` in ``spikegate.kernels.aot``; it must compile for sm_90 without spills
    or layout conversions inside its time loop at aligned shapes.
 
 Why ``custom_op`` and not ``torch.library.triton_op``: ``triton_op`` derives the fake from

@@ -15,7 +15,8 @@ trips) inside a time loop. Triton compiles ahead of time for any target with its
 ``failures`` lists what must not happen at an aligned shape: a spill or a layout conversion
 inside the loop. Unaligned shapes are reported, and fail only on spills.
 
-Each kernel module lists its cases (``aot_cases()`` in :mod:`spikegate.kernels.lif`). The compile
+Each kernel module lists its cases (``aot_cases()`` in :mod:`spikegate.kernels.lif`) and is named
+in ``KERNEL_MODULES``. The compile
 runs in a child process without ``TRITON_INTERPRET``: with it set, ``triton.jit`` builds
 interpreter objects that cannot be compiled. ``python -m spikegate.kernels.aot`` prints the
 report; ``spikegate bench lif --compile-check`` runs it too.
@@ -33,7 +34,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["CompileCase", "KernelReport", "check_lif_kernels", "report_markdown", "compile_case"]
+__all__ = [
+    "CompileCase", "KernelReport", "KERNEL_MODULES", "check_lif_kernels", "report_markdown",
+    "compile_case",
+]
 
 TARGET = ("cuda", 90, 32)  # backend, compute capability, warp size: H100
 
@@ -184,10 +188,15 @@ def compile_case(case: CompileCase) -> KernelReport:
 # Driver
 
 
-def _cases(dtypes: Optional[Sequence[str]]) -> list[CompileCase]:
-    from spikegate.kernels.lif import aot_cases
+# Kernel modules whose ``aot_cases()`` the check compiles.
+KERNEL_MODULES = ("spikegate.kernels.lif",)
 
-    return [c for c in aot_cases() if dtypes is None or c.dtype in dtypes]
+
+def _cases(dtypes: Optional[Sequence[str]]) -> list[CompileCase]:
+    import importlib
+
+    cases = [c for m in KERNEL_MODULES for c in importlib.import_module(m).aot_cases()]
+    return [c for c in cases if dtypes is None or c.dtype in dtypes]
 
 
 def _child_main(argv: Sequence[str]) -> int:
@@ -200,8 +209,9 @@ def _child_main(argv: Sequence[str]) -> int:
 def check_lif_kernels(
     dtypes: Optional[Sequence[str]] = None, timeout: float = 900,
 ) -> list[KernelReport]:
-    """Compile every LIF kernel case for sm_90 in a child process without ``TRITON_INTERPRET``;
-    ``dtypes`` (``"float32"``, ``"float16"``, ``"bfloat16"``) limits the cases."""
+    """Compile every case of ``KERNEL_MODULES`` (today the LIF kernels) for sm_90 in a child
+    process without ``TRITON_INTERPRET``; ``dtypes`` (``"float32"``, ``"float16"``,
+    ``"bfloat16"``) limits the cases."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     repo = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
