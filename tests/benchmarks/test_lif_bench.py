@@ -167,3 +167,30 @@ def test_the_report_records_the_command_and_environment(bench, tmp_path):
     # called as a function: the script and its arguments; typed commands come from sys.orig_argv
     assert "- command: `python benchmarks/lif.py --quick --device cpu --impls ours-torch --out" in text
     assert "torch " in text and "commit:" in text
+
+
+def test_a_missing_peer_is_skipped_and_the_report_names_the_bench_extra(bench, tmp_path,
+                                                                        monkeypatch):
+    real_import = bench.harness.importlib.import_module
+
+    def without_snntorch(name, *args):
+        if name == "snntorch":
+            raise ImportError("No module named 'snntorch'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(bench.harness.importlib, "import_module", without_snntorch)
+    out = tmp_path / "lif.json"
+    assert bench.main(["--quick", "--device", "cpu", "--impls", "ours-torch", "snntorch",
+                       "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (row,) = [r for r in result["rows"] if r["impl"] == "snntorch"]
+    assert row["status"] == "skipped" and "pip install -e '.[bench]'" in row["note"]
+    assert "SpikingJelly and snnTorch" in result["meta"]["missing_peers"]
+
+
+def test_spikingjelly_explicit_precision_row_is_cuda_only(quick_rows):
+    pytest.importorskip("spikingjelly")
+    if torch.cuda.is_available():
+        pytest.skip("on CUDA the row is timed")
+    (row,) = [r for r in quick_rows if r["impl"] == "spikingjelly-precision"]
+    assert row["status"] == "skipped" and "CUDA only" in row["note"]
