@@ -7,48 +7,54 @@ One run times, at the same shape ``x [T, B, N]`` and dtype, one training step of
 * ``naive``        a plain per-step torch loop with autograd and a surrogate spike Function,
 * ``spikingjelly`` SpikingJelly 2.0 ``LIFNode(step_mode="m")``; on CUDA once per implementation
                    (triton, cuda, torch) chosen by ``SJ_LIF_CUDA_IMPLEMENTATION`` in a child process,
+* ``spikingjelly-precision`` (CUDA, float16/bfloat16) SpikingJelly's explicit-precision Triton path,
+                   ``functional.lif_multi_step(..., neuron_storage=<x dtype>, neuron_fwd="fp32",
+                   neuron_bwd="fp32")``: state stored in the input dtype, math in float32, as ours,
 * ``norse``        Norse ``LIFBoxCell`` stepped over time,
-* ``snntorch``     snnTorch ``Leaky`` stepped over time,
+* ``snntorch``     snnTorch ``Leaky`` stepped over time.
 
-all configured for the same dynamics (``/work/shared/PEERS.md``): ``u = 0.5 v + x``, spike on
-``u >= 1``, reset to zero, ATan surrogate (alpha = 2) where the peer has it.
+Every implementation is set up for the same dynamics, ``u = 0.5 v + x``, spike when ``u`` reaches
+1, reset to zero, ATan surrogate with alpha = 2 where the peer has one:
+
+* SpikingJelly: ``LIFNode(tau=2, decay_input=False, v_threshold=1, v_reset=0, ATan(alpha=2),
+  step_mode="m")`` (``tau = 1 / (1 - beta)``); fires on ``u >= 1`` like ours. On CUDA its kernel
+  is picked by the environment variable ``SJ_LIF_CUDA_IMPLEMENTATION``, read once per process.
+* Norse: ``LIFBoxCell`` with ``tau_mem_inv=0.5``, ``v_leak=0``, ``v_th=1``, ``v_reset=0``,
+  ``dt=1``, fed ``2 x`` because it decays the input as well (``v + 0.5 (2x - v)``); fires on
+  ``u > 1`` (strict) and has no ATan, so its SuperSpike surrogate runs.
+* snnTorch: ``Leaky(beta=0.5, threshold=1, reset_mechanism="zero", spike_grad=atan(alpha=2))``;
+  its default ``reset_delay`` detaches the reset from the gradient, it fires on ``u > 1``
+  (strict), and the membrane it returns last is the one before the reset.
+
+The strict thresholds do not matter here: the benchmark input never puts ``u`` exactly on the
+threshold (see :func:`make_input`).
 
 A step is the forward, then ``torch.autograd.grad`` of ``sum(w_s * spikes) + sum(w_v * v_last)``
 with fixed random weights ``w_s [T, B, N]``, ``w_v [B, N]`` (given as ``grad_outputs``, so no
 extra loss kernels run). Before timing, each implementation's spikes are compared with spikegate's
 torch reference on the benchmark input; a mismatch is reported instead of a time.
 
+Timing, memory, the environment record and the output files come from ``harness.py`` beside this
+file. ``--compile-check`` instead compiles the Triton kernels for sm_90 without a GPU and reports
+registers, spills, vector accesses and layout conversions (``spikegate.kernels.aot``).
+
 Run ``python benchmarks/lif.py --help`` (or ``spikegate bench lif --help``); README.md beside this
 file explains the measures.
 """
 
 import argparse
-import datetime
-import gc
-import importlib.metadata
-import json
 import math
 import os
-import platform
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 
-# Loaded by path (``spikegate bench lif``) or run as a script: make the repository importable.
-_REPO = Path(__file__).resolve().parents[1]
-try:
-    import spikegate  # noqa: F401
-except ImportError:  # pragma: no cover - depends on how the harness is started
-    sys.path.insert(0, str(_REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (also makes the repository importable)
 
-from spikegate.atomic import atomic_write  # noqa: E402
 from spikegate.neurons.checks import triton_interpreter_enabled  # noqa: E402
 from spikegate.neurons.lif import lif_sequence  # noqa: E402
 
@@ -56,14 +62,17 @@ BETA = 0.5  # = 1 - 1/tau with tau = 2 (SpikingJelly), tau_mem_inv = 0.5 (Norse)
 THRESHOLD = 1.0
 ATAN_ALPHA = 2.0
 
-IMPLS = ("ours-triton", "ours-torch", "naive", "spikingjelly", "norse", "snntorch")
+IMPLS = ("ours-triton", "ours-torch", "naive", "spikingjelly", "spikingjelly-precision", "norse",
+         "snntorch")
 PEERS = ("spikingjelly", "norse", "snntorch")  # other libraries; "naive" is our own baseline
 SJ_IMPLEMENTATIONS = ("triton", "cuda", "torch")  # "cuda" is SJ 2.0's native extension (not CuPy)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-CPU_SHAPES = ((32, 32, 1024), (128, 16, 1024), (16, 64, 4096))  # PEERS.md's CPU baseline
+# The CPU baseline: a small, a long and a wide layer.
+CPU_SHAPES = ((32, 32, 1024), (128, 16, 1024), (16, 64, 4096))
 CUDA_SHAPES = ((8, 64, 65536), (32, 64, 65536), (128, 64, 65536))  # ~4M neurons per step
 QUICK_SHAPES = ((4, 2, 64),)
+SCRIPT = "python benchmarks/lif.py"
 
 _SJ_CHILD_ENV = "SPIKEGATE_BENCH_SJ_CHILD"  # marks the child process that runs one SJ implementation
 
@@ -74,7 +83,11 @@ _SJ_CHILD_ENV = "SPIKEGATE_BENCH_SJ_CHILD"  # marks the child process that runs 
 
 @dataclass
 class Row:
-    """One implementation at one shape and dtype. Times in ms; memory in bytes per neuron-step."""
+    """One implementation at one shape and dtype. Times in ms; memory in bytes per neuron-step.
+
+    The two roofline fractions (CUDA, spikegate triton) are achieved bytes/s over the measured
+    copy bandwidth, counting the bytes the kernels move (``roofline_kernel``) or the fewest bytes
+    any implementation of the API must move (``roofline_api``); see README.md."""
 
     impl: str
     T: int
@@ -88,7 +101,8 @@ class Row:
     peak_bytes: Optional[float] = None  # CUDA: max_memory_allocated delta, per neuron-step
     speedup_vs_peer: Optional[float] = None  # fastest peer library's median / this median
     speedup_vs_naive: Optional[float] = None  # naive loop's median / this median
-    roofline: Optional[float] = None  # CUDA, ours-triton: achieved bytes/s / copy bytes/s
+    roofline_kernel: Optional[float] = None
+    roofline_api: Optional[float] = None
     note: str = ""
 
 
@@ -113,12 +127,13 @@ class Impl:
 
     ``prepare`` maps the shared benchmark input to this implementation's input (Norse takes
     ``2 x`` because it decays the input too); it runs once, outside the timed region.
-    """
+    ``dtypes``: the input dtypes it runs (None: all)."""
 
     name: str
     run: Callable[[torch.Tensor], tuple]
     prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
     note: str = ""
+    dtypes: Optional[tuple] = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,7 +189,8 @@ class _AtanSpike(torch.autograd.Function):
 def naive_lif(x: torch.Tensor) -> tuple:
     """The textbook per-step loop with autograd; float32 state as in spikegate's semantics.
 
-    Steps over ``x.unbind(0)``: indexing ``x[t]`` would make backward O(T^2) (PEERS.md).
+    Steps over ``x.unbind(0)``: indexing ``x[t]`` in a loop makes autograd's backward O(T^2)
+    (every step's slice gradient is a full-size zero tensor plus one slice).
     """
     v = torch.zeros(x.shape[1:], dtype=torch.float32, device=x.device)
     spikes = []
@@ -210,7 +226,31 @@ def _spikingjelly(device: torch.device) -> Impl:
         spikes = node(x)
         return spikes, node.v
 
-    return Impl(f"SpikingJelly {_version('spikingjelly')} LIFNode [{chosen}]", run)
+    return Impl(f"SpikingJelly {harness.version('spikingjelly')} LIFNode [{chosen}]", run)
+
+
+def _spikingjelly_precision(device: torch.device) -> "Impl | str":
+    """SpikingJelly's explicit-precision Triton path: state stored in the input dtype, forward
+    and backward math in float32, which is what spikegate's kernels do for half inputs."""
+    from spikingjelly.activation_based import functional, surrogate
+
+    if device.type != "cuda":
+        return "CUDA only (SpikingJelly's explicit-precision path is Triton on CUDA)"
+    atan = surrogate.ATan(alpha=ATAN_ALPHA)
+
+    def run(x):
+        v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
+        spikes, v_last, _ = functional.lif_multi_step(
+            x, v, 1.0 / (1.0 - BETA), False, THRESHOLD, 0.0, atan, False, False,
+            neuron_storage=x.dtype, neuron_fwd="fp32", neuron_bwd="fp32",
+        )
+        return spikes, v_last
+
+    return Impl(
+        f"SpikingJelly {harness.version('spikingjelly')} lif_multi_step"
+        " [triton, explicit precision]", run, note="storage in the input dtype, fp32 forward and backward math",
+        dtypes=(torch.float16, torch.bfloat16),
+    )
 
 
 def _norse(device: torch.device) -> Impl:
@@ -233,7 +273,7 @@ def _norse(device: torch.device) -> Impl:
         return torch.stack(spikes), state.v
 
     return Impl(
-        f"Norse {_version('norse')} LIFBoxCell", run,
+        f"Norse {harness.version('norse')} LIFBoxCell", run,
         prepare=lambda x: 2 * x,
         note="input 2x (Norse decays the input); SuperSpike surrogate (no ATan in Norse)",
     )
@@ -256,7 +296,7 @@ def _snntorch(device: torch.device) -> Impl:
         return torch.stack(spikes), mem
 
     return Impl(
-        f"snnTorch {_version('snntorch')} Leaky", run,
+        f"snnTorch {harness.version('snntorch')} Leaky", run,
         note="reset detached from the gradient (snnTorch default); v_last is pre-reset",
     )
 
@@ -280,125 +320,26 @@ def build_impl(name: str, device: torch.device, cfg: Config) -> "Impl | str":
                     note="" if cfg.validate else "validate=False")
     if name == "naive":
         return Impl("naive torch loop", naive_lif)
-    builders = {"spikingjelly": _spikingjelly, "norse": _norse, "snntorch": _snntorch}
-    try:
+    builders = {"spikingjelly": _spikingjelly, "spikingjelly-precision": _spikingjelly_precision,
+                "norse": _norse, "snntorch": _snntorch}
+    module = "spikingjelly" if name.startswith("spikingjelly") else name
+    missing = harness.peer_missing(module)
+    if missing:
+        return missing
+    with harness.quiet_peer_warnings():
         return builders[name](device)
-    except ImportError as err:
-        return f"not installed ({err})"
 
 
-# ----------------------------------------------------------------------------------------------
-# Measurement
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(step: Callable[[], None], device: torch.device) -> float:
-    """Milliseconds of one call of ``step``."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
-    t0 = time.perf_counter()
-    step()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def saved_bytes_for_backward(forward: Callable[[], object], exclude: Sequence[torch.Tensor]) -> int:
-    """Bytes of the distinct storages that autograd keeps for backward while ``forward`` builds
-    its graph (saved_tensors_hooks; storages of ``exclude``, the inputs, are not counted)."""
-    excluded = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: dict = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        key = storage.data_ptr()
-        if key not in excluded:
-            seen[key] = max(seen.get(key, 0), storage.nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
-    del out
-    return sum(seen.values())
-
-
-def peak_bytes_of_step(step: Callable[[], None], device: torch.device) -> Optional[int]:
-    """Peak bytes allocated during one call of ``step`` above what was allocated before it.
-
-    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the running total of torch's CPU allocator
-    as the profiler records it (``profile_memory=True``, "Total Allocated" of each allocation
-    event in the trace). Both count outputs, saved tensors, gradients and temporaries.
-    """
-    if device.type == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        _sync(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    from torch.profiler import ProfilerActivity, profile
-
+def kernel_bytes_per_neuron_step(dtype: torch.dtype) -> "tuple[Optional[int], Optional[int], str]":
+    """``(kernel bytes, API minimum bytes, why not)`` per neuron-step of one training step
+    (forward plus backward), from ``spikegate.kernels.lif``."""
     try:
-        with tempfile.TemporaryDirectory() as tmp, _quiet_stderr():
-            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-                step()
-            trace = Path(tmp) / "trace.json"
-            prof.export_chrome_trace(str(trace))
-            events = [e for e in json.loads(trace.read_text()).get("traceEvents", [])
-                      if e.get("name") == "[memory]" and "Total Allocated" in e.get("args", {})]
-    except (RuntimeError, OSError, ValueError):  # no profiler in this build: report no figure
-        return None
-    if not events:
-        return None
-    events.sort(key=lambda e: e["ts"])
-    first = events[0]["args"]
-    base = first["Total Allocated"] - first["Bytes"]
-    return max(e["args"]["Total Allocated"] for e in events) - base
-
-
-class _quiet_stderr:
-    """Silence file descriptor 2 (the profiler's C++ start/stop log lines) for a moment."""
-
-    def __enter__(self):
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        self._null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(self._null, 2)
-
-    def __exit__(self, *exc):
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        os.close(self._null)
-        return False
-
-
-def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, repeats: int = 10) -> float:
-    """Device-to-device copy bandwidth in bytes/s (read + write), from a ``nbytes`` tensor copy."""
-    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
-    dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    times = [_timed(lambda: dst.copy_(src), device) for _ in range(repeats)]
-    return 2 * src.numel() * src.element_size() / (statistics.median(times) / 1e3)
-
-
-def kernel_bytes_per_neuron_step(dtype: torch.dtype) -> "tuple[Optional[int], str]":
-    """Bytes the Triton kernels must move per neuron-step, forward plus backward."""
-    try:
-        from spikegate.kernels.lif import lif_bytes_per_neuron_step
+        from spikegate.kernels.lif import lif_bytes_per_neuron_step, lif_min_bytes_per_neuron_step
     except ImportError as err:
-        return None, f"no lif_bytes_per_neuron_step ({err})"
-    return (
-        lif_bytes_per_neuron_step(dtype, backward=False)
-        + lif_bytes_per_neuron_step(dtype, backward=True)
-    ), ""
+        return None, None, f"no byte counts from spikegate.kernels.lif ({err})"
+    kernel = (lif_bytes_per_neuron_step(dtype, backward=False)
+              + lif_bytes_per_neuron_step(dtype, backward=True))
+    return kernel, lif_min_bytes_per_neuron_step(dtype), ""
 
 
 class _Case:
@@ -408,9 +349,12 @@ class _Case:
         self.impl = impl
         self.x = impl.prepare(x).detach().requires_grad_()
         self.w_s, self.w_v = w_s, w_v
-        self.times: list = []
+        self.peer = _is_peer(impl.name)
 
     def forward(self):
+        if self.peer:
+            with harness.quiet_peer_warnings():
+                return self.impl.run(self.x)
         return self.impl.run(self.x)
 
     def step(self) -> None:
@@ -428,7 +372,7 @@ def bench_shape(
 ) -> list:
     """Rows for every implementation at one shape and dtype. ``impls`` holds Impl objects or
     ``(name, reason)`` pairs for skipped ones. Timing is interleaved across implementations
-    (one step each per round) so drift in clock or load hits all of them alike."""
+    (``harness.time_interleaved``) so drift in clock or load hits all of them alike."""
     T, B, N = shape
     neuron_steps = T * B * N
     dtype = DTYPES[dtype_name]
@@ -446,6 +390,11 @@ def bench_shape(
             continue
         row = Row(impl.name, T, B, N, dtype_name, "ok", note=impl.note)
         rows.append(row)
+        if impl.dtypes is not None and dtype not in impl.dtypes:
+            row.status = "skipped"
+            runs = ", ".join(str(d).split(".")[-1] for d in impl.dtypes)
+            row.note = harness.join(f"runs {runs} only", row.note)
+            continue
         try:
             case = _Case(impl, x, w_s, w_v)
             with torch.no_grad():
@@ -453,41 +402,25 @@ def bench_shape(
             problem = check_spikes(reference, spikes, cfg.spike_tolerance)
             del spikes
             if problem is not None:
-                row.status, row.note = "mismatch", _join(problem, row.note)
+                row.status, row.note = "mismatch", harness.join(problem, row.note)
                 continue
-            for _ in range(cfg.warmup):
+            for _ in range(cfg.warmup):  # here, so that a failure is this row's, not the run's
                 case.step()
-            _sync(device)
+            harness.sync(device)
             cases.append((row, case))
-        except Exception as err:  # a peer that cannot run this dtype or shape: say why
-            # a peer may lack a dtype or shape; any failure of ours is an error, never a skip
+        except Exception as err:  # a peer may lack a dtype or shape; a failure of ours is an error
             ours = row.impl.startswith("spikegate")
             row.status = "skipped" if not ours and _is_unsupported(err) else "error"
-            row.note = _join(f"{type(err).__name__}: {_first_line(err)}", row.note)
-            _free(device)
+            row.note = harness.join(f"{type(err).__name__}: {harness.first_line(err)}", row.note)
+            harness.free(device)
 
-    gc.collect()
-    for r in range(cfg.repeats):
-        order = cases[r % len(cases):] + cases[: r % len(cases)] if cases else []
-        for row, case in order:
-            case.times.append(_timed(case.step, device))
-
-    for row, case in cases:
-        row.median_ms = statistics.median(case.times)
-        row.min_ms = min(case.times)
-        row.saved_bytes = saved_bytes_for_backward(case.forward, [case.x]) / neuron_steps
-        peak = peak_bytes_of_step(case.step, device)
+    times = harness.time_interleaved([case.step for _, case in cases], device, cfg.repeats)
+    for (row, case), row_times in zip(cases, times):
+        row.median_ms, row.min_ms = harness.median_and_min(row_times)
+        row.saved_bytes = harness.saved_bytes_for_backward(case.forward, [case.x]) / neuron_steps
+        peak = harness.peak_bytes_of_step(case.step, device)
         row.peak_bytes = None if peak is None else peak / neuron_steps
     return rows
-
-
-def _join(*parts: str) -> str:
-    return "; ".join(p for p in parts if p)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else ""
 
 
 def _is_unsupported(err: BaseException) -> bool:
@@ -499,14 +432,8 @@ def _is_unsupported(err: BaseException) -> bool:
     return any(s in text for s in ("not implemented", "cannot run this execution profile", "not supported"))
 
 
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def add_relative(rows: list, device: torch.device, copy_bw: Optional[float]) -> None:
-    """Fill speed-ups (per shape and dtype) and, on CUDA, the Triton rows' roofline fraction."""
+    """Fill speed-ups (per shape and dtype) and, on CUDA, the Triton rows' roofline fractions."""
     groups: dict = {}
     for row in rows:
         groups.setdefault((row.T, row.B, row.N, row.dtype), []).append(row)
@@ -520,11 +447,13 @@ def add_relative(rows: list, device: torch.device, copy_bw: Optional[float]) -> 
             if naive_ms:
                 r.speedup_vs_naive = naive_ms[0] / r.median_ms
             if device.type == "cuda" and copy_bw and r.impl == "spikegate triton":
-                per_step, why = kernel_bytes_per_neuron_step(DTYPES[dtype_name])
-                if per_step is None:
-                    r.note = _join(r.note, why)
-                else:
-                    r.roofline = per_step * T * B * N / (r.median_ms / 1e3) / copy_bw
+                kernel, api, why = kernel_bytes_per_neuron_step(DTYPES[dtype_name])
+                if kernel is None:
+                    r.note = harness.join(r.note, why)
+                    continue
+                steps = T * B * N
+                r.roofline_kernel = harness.roofline_fraction(kernel * steps, r.median_ms, copy_bw)
+                r.roofline_api = harness.roofline_fraction(api * steps, r.median_ms, copy_bw)
 
 
 def _is_peer(label: str) -> bool:
@@ -540,54 +469,50 @@ def _sj_children(cfg: Config, argv_common: list) -> list:
     imported, and caches its choice per device, so each implementation runs in its own process."""
     rows = []
     for impl in cfg.sj_impls:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "rows.json"
-            env = dict(os.environ, SJ_LIF_CUDA_IMPLEMENTATION=impl, **{_SJ_CHILD_ENV: impl})
-            cmd = [sys.executable, str(Path(__file__).resolve()), *argv_common,
-                   "--impls", "spikingjelly", "--out", str(out)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if out.exists():
-                rows += [Row(**r) for r in json.loads(out.read_text())["rows"]]
-            else:
-                tail = proc.stderr.strip().splitlines()
-                reason = tail[-1][:200] if tail else f"exit status {proc.returncode}"
-                rows += [
-                    Row(f"SpikingJelly LIFNode [{impl}]", T, B, N, d, "error", note=f"child failed: {reason}")
-                    for (T, B, N) in cfg.shapes for d in cfg.dtypes
-                ]
+        env = {"SJ_LIF_CUDA_IMPLEMENTATION": impl, _SJ_CHILD_ENV: impl}
+        result, reason = harness.run_child(__file__, [*argv_common, "--impls", "spikingjelly"], env)
+        if result is not None:
+            rows += [Row(**r) for r in result["rows"]]
+        else:
+            rows += [
+                Row(f"SpikingJelly LIFNode [{impl}]", T, B, N, d, "error", note=f"child failed: {reason}")
+                for (T, B, N) in cfg.shapes for d in cfg.dtypes
+            ]
     return rows
 
 
 def _sj_child_impl(device: torch.device) -> "Impl | str":
     """In a child: the LIFNode, or why the requested implementation cannot run here."""
     wanted = os.environ[_SJ_CHILD_ENV]
+    missing = harness.peer_missing("spikingjelly")
+    if missing:
+        return missing
     try:
-        impl = _spikingjelly(device)
-    except ImportError as err:
-        return f"not installed ({err})"
+        with harness.quiet_peer_warnings():
+            return _spikingjelly(device)
     except RuntimeError as err:  # the requested implementation is unavailable on this device
-        return f"[{wanted}] unavailable: {_first_line(err)}"
-    return impl
+        return f"[{wanted}] unavailable: {harness.first_line(err)}"
 
 
 # ----------------------------------------------------------------------------------------------
 # Driver and report
 
 
-def run_benchmark(cfg: Config, argv_common: Optional[list] = None) -> dict:
+def run_benchmark(cfg: Config, argv_common: Optional[list] = None, command: str = SCRIPT) -> dict:
     """Run every implementation at every shape and dtype; return ``{"meta": ..., "rows": [...]}``."""
     device = torch.device(cfg.device)
-    load_before = _loadavg()
+    child = bool(os.environ.get(_SJ_CHILD_ENV))
+    load_before = harness.loadavg()
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        copy_bw = copy_bandwidth(device) if device.type == "cuda" and not os.environ.get(_SJ_CHILD_ENV) else None
+        copy_bw = harness.copy_bandwidth(device) if device.type == "cuda" and not child else None
         built: list = []
         for name in cfg.impls:
-            if name == "spikingjelly" and device.type == "cuda" and not os.environ.get(_SJ_CHILD_ENV):
+            if name == "spikingjelly" and device.type == "cuda" and not child:
                 continue  # run below, one child process per implementation
-            if name == "spikingjelly" and os.environ.get(_SJ_CHILD_ENV):
+            if name == "spikingjelly" and child:
                 impl = _sj_child_impl(device)
                 label = f"SpikingJelly LIFNode [{os.environ[_SJ_CHILD_ENV]}]"
             else:
@@ -598,137 +523,82 @@ def run_benchmark(cfg: Config, argv_common: Optional[list] = None) -> dict:
         for shape in cfg.shapes:
             for dtype_name in cfg.dtypes:
                 rows += bench_shape(built, shape, dtype_name, device, cfg)
-                _free(device)
+                harness.free(device)
         for row in rows:
             if row.status == "skipped" and "cannot run this execution profile" in row.note:
-                row.note += (" (LIFNode keeps v in the input dtype; SJ serves half v only from its"
-                             " torch reference, under SJ_LIF_CUDA_IMPLEMENTATION=auto: --sj-impls auto)")
-        if "spikingjelly" in cfg.impls and device.type == "cuda" and not os.environ.get(_SJ_CHILD_ENV):
+                row.note += (" (LIFNode keeps v in the input dtype; SJ serves half v only from"
+                             " its torch reference, under SJ_LIF_CUDA_IMPLEMENTATION=auto:"
+                             " --sj-impls auto; its explicit-precision Triton path is the"
+                             " spikingjelly-precision row)")
+        if "spikingjelly" in cfg.impls and device.type == "cuda" and not child:
             rows += _sj_children(cfg, argv_common or [])
         order = {tuple(shape): i for i, shape in enumerate(cfg.shapes)}
         rows.sort(key=lambda r: (order.get((r.T, r.B, r.N), len(order)), list(DTYPES).index(r.dtype)))
         add_relative(rows, device, copy_bw)
-        meta = describe(device, cfg, copy_bw)
-        meta["loadavg_1min"] = [load_before, _loadavg()]
+        meta = describe(device, cfg, copy_bw, command)
+        meta["loadavg_1min"] = [load_before, harness.loadavg()]
     finally:
         torch.set_num_threads(threads_before)
     return {"meta": meta, "rows": [asdict(r) for r in rows]}
 
 
-def describe(device: torch.device, cfg: Config, copy_bw: Optional[float]) -> dict:
-    versions = {"torch": torch.__version__}
-    for dist in ("triton", "spikingjelly", "norse", "snntorch"):
-        version = _version(dist)
-        if version:
-            versions[dist] = version
+def describe(device: torch.device, cfg: Config, copy_bw: Optional[float], command: str) -> dict:
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
         memory = "peak: torch.cuda.max_memory_allocated during one step minus the allocation before it"
     else:
-        name = _cpu_model()
         memory = ("peak: highest running total of torch's CPU allocator during one step (profiler "
                   "profile_memory) minus the total before it")
-    return {
-        "device": name,
-        "device_type": device.type,
-        "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "commit": _git_commit(),
-        "dirty": _git_dirty(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "copy_bandwidth_GBps": copy_bw / 1e9 if copy_bw else None,
-        "warmup": cfg.warmup,
-        "repeats": cfg.repeats,
-        "timing": "median of interleaved single steps (forward + autograd.grad), "
+    return harness.environment(
+        device, command,
+        copy_bandwidth_GBps=copy_bw / 1e9 if copy_bw else None,
+        warmup=cfg.warmup,
+        repeats=cfg.repeats,
+        timing="median of interleaved single steps (forward + autograd.grad), "
         + ("CUDA events" if device.type == "cuda" else "time.perf_counter"),
-        "memory": "saved: distinct storages autograd keeps for backward (saved_tensors_hooks), "
+        memory="saved: distinct storages autograd keeps for backward (saved_tensors_hooks), "
         "excluding the input; " + memory,
-        "input": "x = (k + 1/2)/128, k ~ U{16..127}; beta 0.5, threshold 1, zero reset, ATan(2)",
-    }
+        input="x = (k + 1/2)/128, k ~ U{16..127}; beta 0.5, threshold 1, zero reset, ATan(2)",
+        missing_peers=harness.missing_peers_line([i for i in PEERS if i in cfg.impls]),
+    )
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return ""
+def _percent(value: Optional[float]) -> Optional[str]:
+    return None if value is None else f"{value * 100:.0f}%"
 
 
-def _loadavg() -> Optional[float]:
-    """The 1-minute load average: other jobs on a shared machine disturb CPU timings."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
+def _number(key: str, spec: str) -> Callable[[dict], Optional[str]]:
+    return lambda r: None if r[key] is None else f"{r[key]:{spec}}"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _git_commit() -> Optional[str]:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _git_dirty() -> Optional[bool]:
-    """Whether the measured package differs from the commit (uncommitted changes in spikegate/)."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--", "spikegate"], cwd=_REPO,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
-
-
-def _fmt(value: Optional[float], spec: str, suffix: str = "") -> str:
-    return "—" if value is None else f"{value:{spec}}{suffix}"
+COLUMNS = [
+    ("implementation", "impl"), ("T", "T"), ("B", "B"), ("N", "N"), ("dtype", "dtype"),
+    ("median ms", lambda r: f"{r['median_ms']:.2f}" if r["status"] == "ok" else r["status"]),
+    ("saved B/neuron-step", _number("saved_bytes", ".1f")),
+    ("peak B/neuron-step", _number("peak_bytes", ".1f")),
+    ("× vs fastest peer", _number("speedup_vs_peer", ".2f")),
+    ("× vs naive loop", _number("speedup_vs_naive", ".2f")),
+    ("roofline (kernel bytes)", lambda r: _percent(r["roofline_kernel"])),
+    ("roofline (API minimum)", lambda r: _percent(r["roofline_api"])),
+    ("note", "note"),
+]
 
 
 def markdown_table(rows: list) -> str:
-    head = ("| implementation | T | B | N | dtype | median ms | saved B/neuron-step "
-            "| peak B/neuron-step | × vs fastest peer | × vs naive loop | roofline | note |")
-    lines = [head, "|" + "---|" * 12]
-    for r in rows:
-        r = r if isinstance(r, dict) else asdict(r)
-        ms = _fmt(r["median_ms"], ".2f") if r["status"] == "ok" else r["status"]
-        lines.append(
-            f"| {r['impl']} | {r['T']} | {r['B']} | {r['N']} | {r['dtype']} | {ms} "
-            f"| {_fmt(r['saved_bytes'], '.1f')} | {_fmt(r['peak_bytes'], '.1f')} "
-            f"| {_fmt(r['speedup_vs_peer'], '.2f')} | {_fmt(r['speedup_vs_naive'], '.2f')} "
-            f"| {_fmt(r['roofline'] * 100 if r['roofline'] is not None else None, '.0f', '%')} "
-            f"| {r['note']} |"
-        )
-    return "\n".join(lines)
+    return harness.markdown_table(COLUMNS, rows)
 
 
-def markdown_report(result: dict, command: str) -> str:
+def markdown_report(result: dict) -> str:
     meta = result["meta"]
     lines = [
-        f"- device: {meta['device']}" + (f", {meta['threads']} threads" if meta["threads"] else "")
-        + (f"; 1-min load average before/after: {meta['loadavg_1min'][0]} / {meta['loadavg_1min'][1]}"
-           if meta.get("loadavg_1min") and None not in meta["loadavg_1min"] else ""),
-        f"- date: {meta['date']}; commit: {meta['commit']}"
-        + (" + uncommitted changes under spikegate/" if meta.get("dirty") else ""),
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-        f"- command: `{command}`",
+        harness.environment_lines(meta),
         f"- timing: {meta['timing']}; {meta['warmup']} warm-up steps, {meta['repeats']} timed",
         f"- memory: {meta['memory']}",
         f"- input: {meta['input']}",
     ]
-    if meta["copy_bandwidth_GBps"]:
+    if meta.get("copy_bandwidth_GBps"):
         lines.append(f"- device-to-device copy bandwidth: {meta['copy_bandwidth_GBps']:.0f} GB/s")
+    if meta.get("missing_peers"):
+        lines.append(meta["missing_peers"])
     return "\n".join(lines) + "\n\n" + markdown_table(result["rows"]) + "\n"
 
 
@@ -751,12 +621,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spikegate bench lif",
         description="LIF forward+backward time and memory: spikegate vs naive torch loop, "
-        "SpikingJelly, Norse, snnTorch, at the same shape and dtype.",
+        "SpikingJelly, Norse, snnTorch, at the same shape and dtype. Norse comes with spikegate; "
+        f"the bench extra ({harness.BENCH_EXTRA}) adds SpikingJelly and snnTorch.",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: cuda if available (default: %(default)s)")
     p.add_argument("--shapes", type=_shape, nargs="+", metavar="T,B,N",
-                   help="default: CUDA 8/32/128 x 64 x 65536; CPU the three PEERS.md shapes")
+                   help="default: CUDA 8/32/128 x 64 x 65536; CPU 32,32,1024 128,16,1024 16,64,4096")
     p.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES),
                    help="default: CUDA float32 float16 bfloat16; CPU float32")
     p.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS),
@@ -775,6 +646,9 @@ def parser() -> argparse.ArgumentParser:
                    help="fraction of spikes that may differ from ours before a row is a mismatch")
     p.add_argument("--quick", action="store_true",
                    help="tiny setting for tests: shape 4,2,64, float32, 1 warm-up, 3 repeats")
+    p.add_argument("--compile-check", action="store_true",
+                   help="instead of timing: compile the Triton kernels for sm_90 without a GPU and "
+                   "report registers, spills, vector accesses and in-loop layout conversions")
     p.add_argument("--out", type=Path, help="also write the results: .json as JSON, else markdown")
     return p
 
@@ -802,10 +676,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[list] = None) -> int:
     """Run the benchmark; print a markdown table. Returns 0, or 1 if any row is a mismatch or
-    an error (a skipped implementation is not a failure), or argparse's code on bad arguments."""
+    an error (a skipped implementation is not a failure) or the compile check fails, or 2 on bad
+    arguments."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser().parse_args(argv)
+        if args.compile_check:
+            return compile_check(args.out, harness.command_line(argv, SCRIPT))
         cfg = config_from_args(args)
     except SystemExit as stop:
         if isinstance(stop.code, str):
@@ -818,16 +695,28 @@ def main(argv: Optional[list] = None) -> int:
               "--seed", str(cfg.seed), "--spike-tolerance", str(cfg.spike_tolerance)]
     if cfg.threads:
         common += ["--threads", str(cfg.threads)]
-    result = run_benchmark(cfg, common)
-    command = "python benchmarks/lif.py " + " ".join(argv) if argv else "python benchmarks/lif.py"
-    report = markdown_report(result, command)
+    result = run_benchmark(cfg, common, harness.command_line(argv, SCRIPT))
+    report = markdown_report(result)
     if not os.environ.get(_SJ_CHILD_ENV):
         print(report)
     if args.out:
-        text = json.dumps({**result, "command": command}, indent=2) if args.out.suffix == ".json" else report
-        atomic_write(args.out, lambda file: file.write(text.encode()))
+        harness.write_results(args.out, result, report)
     bad = [r for r in result["rows"] if r["status"] in ("mismatch", "error")]
     return 1 if bad else 0
+
+
+def compile_check(out: Optional[Path], command: str = SCRIPT) -> int:
+    """``--compile-check``: the sm_90 ahead-of-time report of ``spikegate.kernels.aot``; 1 when a
+    kernel spills or converts layouts inside its time loop at an aligned shape."""
+    from spikegate.kernels.aot import check_lif_kernels, report_markdown
+
+    results = check_lif_kernels()
+    meta = harness.environment(torch.device("cpu"), command, target="sm_90 (compiled, not run)")
+    report = harness.environment_lines(meta) + "\n\n" + report_markdown(results)
+    print(report)
+    if out:
+        harness.write_results(out, {"meta": meta, "kernels": [asdict(r) for r in results]}, report)
+    return 1 if any(r.failures for r in results) else 0
 
 
 if __name__ == "__main__":

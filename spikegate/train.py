@@ -113,6 +113,10 @@ def _build(cfg: DictConfig, device: torch.device):
     ).to(device)
     rule = instantiate(cfg.learning)
     rule.prepare(model)
+    backend = cfg.trainer.get("compile", False)  # false, true (inductor) or a backend's name
+    if backend:
+        # in place: parameter names, and so checkpoints, stay the plain model's
+        model.compile(**({} if backend is True else {"backend": str(backend)}))
     return data, model, rule
 
 

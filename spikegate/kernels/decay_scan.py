@@ -29,6 +29,11 @@ chunks after ``c``). The second launch also writes ``dz[t] = (1 - lambda) g[t]``
 ``Dh`` by torch), and the chunk holding ``t = 0`` writes ``dh0 = lambda g[0]``. It reads the
 saved output ``h`` (in z's dtype: for half inputs ``dlambda`` carries that dtype's rounding of
 ``h``). ``dr = dlambda * lambda * (1 - lambda)``.
+
+The launches run as the torch custom ops ``spikegate::decay_scan_forward`` / ``_backward`` (the
+pattern described in :mod:`spikegate.kernels`), so torch.compile and torch.export trace the scan
+as one op per direction. The forward keeps ``z``, ``h``, ``r`` and ``h0``; the backward recomputes
+``lambda`` and the launch plan from them.
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ import triton.language as tl
 
 from spikegate.neurons.checks import KERNEL_DTYPES
 
-__all__ = ["decay_scan_triton", "DecayScanTritonFunction", "decay_scan_bytes_per_element"]
+__all__ = [
+    "decay_scan_triton", "decay_scan_forward", "decay_scan_backward", "DecayScanTritonFunction",
+    "decay_scan_bytes_per_element",
+]
 
 _MAX_CHUNKS = 64      # the carry loop of the second launch costs up to n steps per program
 _MIN_CHUNK = 64       # a chunk shorter than this is dominated by the carry loop
@@ -232,66 +240,126 @@ def _chunk_ends(x, lam, T, m, H, Dh, block, C, n, *, reverse, scaled):
     return ends
 
 
+def _nothing(like: torch.Tensor) -> torch.Tensor:
+    """The ``[0]`` placeholder for an output that is not needed."""
+    return like.new_empty((0,), dtype=torch.float32)
+
+
+# The launches as torch custom ops (the pattern of spikegate/kernels/__init__.py): torch.compile
+# and torch.export see one op per direction. ``chunk`` 0 lets the launch plan choose.
+
+
+def _scan_forward(
+    z: torch.Tensor, r: torch.Tensor, h0: Optional[torch.Tensor], chunk: int,
+) -> torch.Tensor:
+    """``h [T, B, H, Dh]`` in z's dtype: two launches (one when a single chunk covers T)."""
+    z = z.contiguous()
+    T, B, H, Dh = z.shape
+    m = B * H * Dh
+    lam = torch.sigmoid(r.detach().to(torch.float32)).contiguous()
+    h0_f = None if h0 is None else h0.detach().contiguous()
+    h = torch.empty_like(z)
+    block, C, n = _launch_plan(T, m, z.device, chunk or None)
+    if m > 0:
+        with _on_device(z.device):
+            ends = _chunk_ends(z, lam, T, m, H, Dh, block, C, n, reverse=False, scaled=True)
+            _scan_fwd_kernel[(triton.cdiv(m, block), n)](
+                z, lam, (lam**C).contiguous(), h0_f if h0_f is not None else z, ends, h,
+                T, m, H, Dh, C, n, HAS_H0=h0_f is not None, BLOCK=block,
+            )
+    return h
+
+
+def _scan_backward(
+    grad_h: torch.Tensor, z: torch.Tensor, h: torch.Tensor, r: torch.Tensor,
+    h0: Optional[torch.Tensor], chunk: int, need_dz: bool, need_dr: bool, need_dh0: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dz, dr, dh0)``, ``[0]`` for those not needed: two launches, as the forward."""
+    z = z.contiguous()
+    T, B, H, Dh = z.shape
+    m = B * H * Dh
+    lam = torch.sigmoid(r.detach().to(torch.float32)).contiguous()
+    h0_f = None if h0 is None else h0.detach().contiguous()
+    block, C, n = _launch_plan(T, m, z.device, chunk or None)
+    g = grad_h.contiguous()
+    dz = torch.empty_like(z) if need_dz else None
+    dh0 = torch.empty((B, H, Dh), dtype=torch.float32, device=z.device) if need_dh0 else None
+    dlam = torch.empty((n, m), dtype=torch.float32, device=z.device) if need_dr else None
+    if m > 0:
+        last = T - (n - 1) * C
+        with _on_device(z.device):
+            ends = _chunk_ends(g, lam, T, m, H, Dh, block, C, n, reverse=True, scaled=False)
+            _scan_bwd_kernel[(triton.cdiv(m, block), n)](
+                g, z, h, h0_f if h0_f is not None else z, lam, (lam**C).contiguous(),
+                (lam**last).contiguous(), ends,
+                dz if dz is not None else z, dh0 if dh0 is not None else lam,
+                dlam if dlam is not None else lam,
+                T, m, H, Dh, C, n,
+                HAS_H0=h0_f is not None, NEED_DZ=need_dz, NEED_DH0=need_dh0,
+                NEED_DLAM=need_dr, BLOCK=block,
+            )
+    dr = _nothing(z)
+    if dlam is not None:
+        per_head = dlam.sum(0).view(B, H, Dh).sum((0, 2)) if m > 0 else lam.new_zeros(H)
+        dr = (per_head * lam * (1 - lam)).to(r.dtype)
+    return (_nothing(z) if dz is None else dz, dr,
+            _nothing(z) if dh0 is None else dh0.to(h0.dtype))
+
+
+decay_scan_forward = torch.library.custom_op("spikegate::decay_scan_forward", _scan_forward,
+                                             mutates_args=())
+decay_scan_backward = torch.library.custom_op("spikegate::decay_scan_backward", _scan_backward,
+                                              mutates_args=())
+
+
+@decay_scan_forward.register_fake
+def _(z, r, h0, chunk):
+    return z.new_empty(z.shape)
+
+
+@decay_scan_backward.register_fake
+def _(grad_h, z, h, r, h0, chunk, need_dz, need_dr, need_dh0):
+    return (z.new_empty(z.shape) if need_dz else _nothing(z),
+            r.new_empty(r.shape) if need_dr else _nothing(z),
+            h0.new_empty(h0.shape) if need_dh0 else _nothing(z))
+
+
+def _setup_context(ctx, inputs, output):
+    z, r, h0, chunk = inputs
+    ctx.save_for_backward(z, output, r, h0)
+    ctx.chunk = chunk
+
+
+def _autograd_backward(backward_fn):
+    def backward(ctx, grad_h):
+        z, h, r, h0 = ctx.saved_tensors
+        need_dz, need_dr, need_dh0 = ctx.needs_input_grad[:3]
+        need_dh0 = need_dh0 and h0 is not None
+        dz, dr, dh0 = backward_fn(grad_h, z, h, r, h0, ctx.chunk, need_dz, need_dr, need_dh0)
+        return (dz if need_dz else None, dr if need_dr else None, dh0 if need_dh0 else None,
+                None)
+
+    return backward
+
+
+decay_scan_forward.register_autograd(_autograd_backward(decay_scan_backward),
+                                     setup_context=_setup_context)
+
+
 class DecayScanTritonFunction(torch.autograd.Function):
-    """``apply(z, r, h0, chunk) -> h``, the reference's arguments and result on two launches
-    forward and two backward (one each when a single chunk covers T). Keeps ``z``, ``h`` and
-    ``h0``."""
+    """The eager route: the ops' own functions without the dispatcher, whose Python costs more
+    than these launches at small sizes (``decay_scan_triton`` takes the op while tracing)."""
 
     @staticmethod
     def forward(ctx, z, r, h0, chunk):
-        z = z.contiguous()
-        T, B, H, Dh = z.shape
-        m = B * H * Dh
-        lam = torch.sigmoid(r.detach().to(torch.float32)).contiguous()
-        h0_f = None if h0 is None else h0.detach().contiguous()
-        h = torch.empty_like(z)
-        block, C, n = _launch_plan(T, m, z.device, chunk)
-        if m > 0:
-            with _on_device(z.device):
-                ends = _chunk_ends(z, lam, T, m, H, Dh, block, C, n, reverse=False, scaled=True)
-                _scan_fwd_kernel[(triton.cdiv(m, block), n)](
-                    z, lam, (lam**C).contiguous(), h0_f if h0_f is not None else z, ends, h,
-                    T, m, H, Dh, C, n, HAS_H0=h0_f is not None, BLOCK=block,
-                )
-        ctx.save_for_backward(z, h, h0_f, lam)
-        ctx.plan = (block, C, n)
-        ctx.dtypes = (r.dtype, None if h0 is None else h0.dtype)
+        h = _scan_forward(z, r, h0, chunk)
+        _setup_context(ctx, (z, r, h0, chunk), h)
         return h
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h):
-        z, h, h0, lam = ctx.saved_tensors
-        need_dz, need_dr, need_dh0 = ctx.needs_input_grad[:3]
-        need_dh0 = need_dh0 and h0 is not None
-        block, C, n = ctx.plan
-        T, B, H, Dh = z.shape
-        m = B * H * Dh
-        g = grad_h.contiguous()
-        dz = torch.empty_like(z) if need_dz else None
-        dh0 = torch.empty((B, H, Dh), dtype=torch.float32, device=z.device) if need_dh0 else None
-        dlam = torch.empty((n, m), dtype=torch.float32, device=z.device) if need_dr else None
-        if m > 0:
-            last = T - (n - 1) * C
-            with _on_device(z.device):
-                ends = _chunk_ends(g, lam, T, m, H, Dh, block, C, n, reverse=True, scaled=False)
-                _scan_bwd_kernel[(triton.cdiv(m, block), n)](
-                    g, z, h, h0 if h0 is not None else z, lam, (lam**C).contiguous(),
-                    (lam**last).contiguous(), ends,
-                    dz if dz is not None else z, dh0 if dh0 is not None else lam,
-                    dlam if dlam is not None else lam,
-                    T, m, H, Dh, C, n,
-                    HAS_H0=h0 is not None, NEED_DZ=need_dz, NEED_DH0=need_dh0,
-                    NEED_DLAM=need_dr, BLOCK=block,
-                )
-        r_dtype, h0_dtype = ctx.dtypes
-        dr = None
-        if dlam is not None:
-            per_head = dlam.sum(0).view(B, H, Dh).sum((0, 2)) if m > 0 else lam.new_zeros(H)
-            dr = (per_head * lam * (1 - lam)).to(r_dtype)
-        if dh0 is not None:
-            dh0 = dh0.to(h0_dtype)
-        return dz, dr, dh0, None
+        return _autograd_backward(_scan_backward)(ctx, grad_h)
 
 
 def decay_scan_triton(
@@ -314,4 +382,6 @@ def decay_scan_triton(
         raise TypeError(f"z: the decay-scan kernels take float32, float16, bfloat16, got {z.dtype}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk: expected an int >= 1 or None, got {chunk!r}")
-    return DecayScanTritonFunction.apply(z, r, h0, chunk)
+    if torch.compiler.is_compiling():
+        return decay_scan_forward(z, r, h0, chunk or 0)
+    return DecayScanTritonFunction.apply(z, r, h0, chunk or 0)

@@ -1,24 +1,55 @@
 """Fused Triton kernels for LIF neurons: one launch walks all T steps forward, one walks them back.
 
-The math is :func:`spikegate.neurons.lif_sequence` (DESIGN.md); its torch reference
-``LIFTorchFunction`` is the oracle these kernels are tested against::
+The math is :func:`spikegate.neurons.lif_sequence` (the equations in its module docstring); its
+torch reference (``reference_forward`` / ``reference_backward``, ``LIFTorchFunction``) is the
+oracle these kernels are tested against::
 
     u[t] = beta * v[t-1] + x[t]      s[t] = (u[t] >= threshold)      v[t] = reset(u[t], s[t])
 
-Layout. ``x [T, B, ...]`` is made contiguous and seen as ``[T, M]`` with ``M = B * prod(...)``
-neurons per step. The grid covers the ``M`` neurons of one step, ``BLOCK`` neighbouring neurons
-per program (1024 and 4 warps by default), and each program loops over ``t`` inside the kernel
-with the membrane in registers: every load and store of a step is one contiguous, coalesced run of
-``BLOCK`` elements (16-byte vector accesses), and step ``t + 1`` of a neuron sits ``M`` elements
-after step ``t``. Programs never talk to each other. Pointers advance by ``M`` per step (64-bit
-pointer arithmetic) and the backward's start ``(T - 1) * M`` is formed in int64, so ``T * M`` may
-exceed 2^31 (``M`` itself may not). Each step's load of the next step is issued before the current
-step's arithmetic and stores, so two steps of loads are in flight per thread.
+The kernels run as the torch custom ops ``spikegate::lif_forward`` / ``spikegate::lif_backward``
+(schema, fakes and autograd: :mod:`spikegate.kernels.ops`), so torch.compile and torch.export see
+one op per direction.
+
+Layout. ``x [T, B, ...]`` is seen as ``[T, M]`` with ``M = B * prod(...)`` neurons per step; an
+``x`` (or ``grad_spikes``) whose every step is one contiguous run is read by its step stride, a
+slice of a longer buffer or a gradient expanded over time (stride 0) without a copy, anything
+else is made contiguous first. The grid covers the ``M`` neurons of one step, ``BLOCK``
+neighbouring neurons per program (1024 and 4 warps by default), and each program loops over
+``t`` inside the kernel with the membrane in registers: every load and store of a step is one
+contiguous, coalesced run of ``BLOCK`` elements. Programs never talk to each other. Pointers
+advance by one step stride per step (64-bit pointer arithmetic) and the backward's start
+``(T - 1) * stride`` is formed in int64, so ``T * M`` may exceed 2^31 (``M`` itself may not).
+Each step's load of the next step is issued before the current step's arithmetic and stores, so
+two steps of loads are in flight per thread.
+
+Alignment. ``M`` reaches the kernels as ``M_div * VEC`` with ``VEC`` the largest power of two
+up to 16 that divides ``M`` (``M_div`` is not specialized), so the compiler knows that a pointer
+advanced by ``M`` keeps its alignment: the per-step accesses are 16-byte vectors whenever ``M``
+and the tensors' starts allow, not only when ``M`` is a multiple of 16. When they cannot be (``M``
+odd, or a per-step input off a 16-byte boundary such as a slice ``x[1:]``), ``VEC = 1`` and the
+per-neuron buffers (``v0``, ``beta``, ``v_last``, their gradients) start off alignment too, so
+every access has the same scalar layout and the time loop holds no layout conversion (a
+shared-memory round trip per step otherwise). ``spikegate.kernels.aot`` checks both cases on
+sm_90 code.
 
 State math is float32 for every input dtype, ``u`` computed as ``v * beta`` rounded, then ``+ x``
-(no fused multiply-add: CUDA launches pass ``enable_fp_fusion=False``), as DESIGN.md's equations
+(no fused multiply-add: the forward launch passes ``enable_fp_fusion=False``), as the equations
 and the reference do, so spikes are bitwise those of the reference and ``v_last`` those of the
-equations in float32.
+equations in float32. The backward launch allows contraction: it affects gradients (equal to
+rounding), never spikes, which it reads back from the kept value.
+
+Validation inside the launch. With ``check_finite`` the forward sets one flag per program when
+the ``x`` it streams holds a NaN or Inf (``x - x != 0``); the launcher raises the same error as
+the torch path's check, without the extra pass over ``x`` that check makes.
+
+Decay. A python float is a kernel argument; a one-element tensor is read once from memory (not
+broadcast to a per-neuron tensor) and its gradient is reduced in the backward kernel, one partial
+sum per program, then summed over programs; any other tensor is broadcast to one float32 value per
+neuron, its gradient kept per neuron and summed to the decay's shape.
+
+bfloat16 stores. Compiled kernels convert natively (round to nearest even); the interpreter,
+which truncates, rounds through integer ops, with NaN replaced by the canonical quiet NaN first
+(the GPU's NaN 0x7FFFFFFF would otherwise carry into the sign bit and be stored as -0.0).
 
 Kept for backward, per neuron-step (the only ``[T, ...]`` tensor the layer holds):
 
@@ -38,7 +69,7 @@ Kept for backward, per neuron-step (the only ``[T, ...]`` tensor the layer holds
   ``SAVE_SHIFTED=False`` path, 4 bytes) would give the reference's gradients to float32 rounding.
 
 Spikes and ``v[t]`` are not kept: the backward recomputes both from the kept value. The reference
-``LIFTorchFunction`` keeps float32 ``u``, 4 bytes per neuron-step, for all three dtypes.
+keeps float32 ``u``, 4 bytes per neuron-step, for all three dtypes.
 
 Memory traffic per neuron-step (``b`` = bytes per element of x: 4 float32, 2 float16/bfloat16),
 which :func:`lif_bytes_per_neuron_step` returns for roofline fractions:
@@ -52,7 +83,8 @@ which :func:`lif_bytes_per_neuron_step` returns for roofline fractions:
 Per-neuron traffic, once per launch rather than per step, is left out of these figures: ``v0``,
 ``beta`` and ``v_last`` add at most ``12 / T`` bytes per neuron-step to the forward;
 ``grad_v_last``, ``v0``, ``beta``, ``grad_v0`` and ``grad_beta`` at most ``20 / T`` to the
-backward.
+backward. :func:`lif_min_bytes_per_neuron_step` gives the least any implementation of the same
+call must move (``5b``), the other yardstick of the benchmark's roofline.
 """
 
 from __future__ import annotations
@@ -66,14 +98,18 @@ import torch
 import triton
 import triton.language as tl
 
-from spikegate.neurons.checks import KERNEL_DTYPES
+from spikegate.kernels.ops import LIFOps, surrogate_args, surrogate_from_args
+from spikegate.neurons.checks import KERNEL_DTYPES, nonfinite_error, triton_interpreter_enabled
 from spikegate.neurons.surrogate import Surrogate
 
 __all__ = [
     "lif_triton",
-    "LIFTritonFunction",
+    "lif_kernels",
+    "lif_forward",
+    "lif_backward",
     "lif_bytes_per_neuron_step",
     "lif_saved_bytes_per_neuron_step",
+    "lif_min_bytes_per_neuron_step",
 ]
 
 _RESET_IDS = {"zero": 0, "subtract": 1, "none": 2}
@@ -107,46 +143,71 @@ def _surrogate_grad(d, SURROGATE: tl.constexpr, c0, c1):
 
 
 @triton.jit
-def _round_to(x, DTYPE: tl.constexpr):
-    """float32 ``x`` rounded to nearest-even in ``DTYPE``. bfloat16 goes through integer ops: the
-    Triton interpreter truncates float32 -> bfloat16 where the GPU and torch round, so this keeps
-    the interpreter, the GPU and torch in agreement for a few integer ops."""
-    if DTYPE == tl.bfloat16:
+def _round_to(x, DTYPE: tl.constexpr, NATIVE: tl.constexpr):
+    """float32 ``x`` rounded to nearest-even in ``DTYPE``.
+
+    ``NATIVE`` (compiled kernels): the hardware conversion, which rounds to nearest-even. The
+    Triton CPU interpreter truncates float32 -> bfloat16 instead, so there bfloat16 goes through
+    integer ops (add the rounding bias, keep the top half). A NaN is replaced by the canonical
+    quiet NaN first: the GPU's canonical NaN is 0x7FFFFFFF, and the bias would carry it into the
+    sign bit and store -0.0, so a NaN gradient would vanish."""
+    if DTYPE == tl.bfloat16 and not NATIVE:
         bits = x.to(tl.uint32, bitcast=True)
+        bits = tl.where(x != x, 0x7FC00000, bits)
         bits = bits + 0x7FFF + ((bits >> 16) & 1)
         return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     else:
         return x.to(DTYPE)
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit
+def _decay(beta_ptr, offs, mask, beta, BETA_MODE: tl.constexpr):
+    """The decay as the kernels read it: a python float (0), one value in memory (1), one value
+    per neuron (2)."""
+    if BETA_MODE == 2:
+        b = tl.load(beta_ptr + offs, mask=mask, other=1.0)
+    elif BETA_MODE == 1:
+        b = tl.load(beta_ptr)
+    else:
+        b = beta
+    return b
+
+
+@triton.jit(do_not_specialize=["T", "M_div", "XS_div"])
 def _lif_fwd_kernel(
-    x_ptr, v0_ptr, beta_ptr,                 # in: [T, M], [M] (HAS_V0), [M] (BETA_PER_NEURON)
+    x_ptr, v0_ptr, beta_ptr,                 # in: [T, M], [M] (HAS_V0), [M] or [1] (BETA_MODE)
     spikes_ptr, saved_ptr, v_last_ptr,       # out: [T, M], [T, M] (SAVE), [M]
-    T, M, beta, threshold,
-    HAS_V0: tl.constexpr, BETA_PER_NEURON: tl.constexpr,
+    flags_ptr,                               # out: [programs] int32, 1 where x held NaN/Inf
+    T, M_div, XS_div, beta, threshold,       # x[t] starts XS = XS_div * VEC elements after x[t-1]
+    VEC: tl.constexpr, HAS_V0: tl.constexpr, BETA_MODE: tl.constexpr,
     SAVE: tl.constexpr, SAVE_SHIFTED: tl.constexpr, SAVE_MAX: tl.constexpr,
-    RESET: tl.constexpr, BLOCK: tl.constexpr,
+    RESET: tl.constexpr, CHECK_FINITE: tl.constexpr, NATIVE_ROUND: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
+    # M = M_div * VEC: the compiler then knows M's power-of-two divisor, so a pointer that
+    # advances by M per step keeps its alignment and the accesses stay 16-byte vectors whenever
+    # M allows them (M_div itself is not specialized: see _vector_width).
+    M = M_div * VEC
+    XS = XS_div * VEC
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
     if HAS_V0:
         v = tl.load(v0_ptr + offs, mask=mask, other=0.0)
     else:
         v = tl.zeros([BLOCK], dtype=tl.float32)
-    if BETA_PER_NEURON:
-        b = tl.load(beta_ptr + offs, mask=mask, other=1.0)
-    else:
-        b = beta
+    b = _decay(beta_ptr, offs, mask, beta, BETA_MODE)
+    bad = tl.zeros([BLOCK], dtype=tl.int32)
     x_ptrs = x_ptr + offs
     s_ptrs = spikes_ptr + offs
     k_ptrs = saved_ptr + offs
     x_next = tl.load(x_ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
     for t in range(T):
         x = x_next.to(tl.float32)
-        x_ptrs += M
+        x_ptrs += XS
         x_next = tl.load(x_ptrs, mask=offs < tl.where(t + 1 < T, M, 0), other=0.0,
                          eviction_policy="evict_first")
+        if CHECK_FINITE:
+            bad = tl.maximum(bad, ((x - x) != 0).to(tl.int32))   # x - x is NaN for NaN and Inf
         u = v * b
         u = u + x
         fired = u >= threshold
@@ -157,7 +218,7 @@ def _lif_fwd_kernel(
                 d = u - threshold
                 if SAVE_MAX > 0:
                     d = tl.minimum(tl.maximum(d, -SAVE_MAX), SAVE_MAX)
-                tl.store(k_ptrs, _round_to(d, saved_ptr.dtype.element_ty), mask=mask)
+                tl.store(k_ptrs, _round_to(d, saved_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
             else:
                 tl.store(k_ptrs, u, mask=mask)
         if RESET == 0:  # zero
@@ -168,39 +229,43 @@ def _lif_fwd_kernel(
             v = u
         s_ptrs += M
         k_ptrs += M
-    tl.store(v_last_ptr + offs, _round_to(v, v_last_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_last_ptr + offs, _round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+    if CHECK_FINITE:
+        tl.store(flags_ptr + tl.program_id(0), tl.max(bad, axis=0))
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit(do_not_specialize=["T", "M_div", "GS_div"])
 def _lif_bwd_kernel(
     saved_ptr, grad_spikes_ptr, grad_v_last_ptr, v0_ptr, beta_ptr,   # in
-    grad_x_ptr, grad_v0_ptr, grad_beta_ptr,                          # out: [T, M], [M], [M] (f32)
-    T, M, beta, threshold, c0, c1,
-    HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr, HAS_V0: tl.constexpr,
-    BETA_PER_NEURON: tl.constexpr,
+    grad_x_ptr, grad_v0_ptr, grad_beta_ptr,   # out: [T, M], [M], [M] (BETA_MODE 2) or [programs]
+    T, M_div, GS_div, beta, threshold, c0, c1,   # grad_spikes[t] starts GS = GS_div * VEC after
+    VEC: tl.constexpr,
+    HAS_GRAD_SPIKES: tl.constexpr, GRAD_SPIKES_SCALAR: tl.constexpr,
+    HAS_GRAD_V_LAST: tl.constexpr, HAS_V0: tl.constexpr, BETA_MODE: tl.constexpr,
     NEED_GRAD_X: tl.constexpr, NEED_GRAD_V0: tl.constexpr, NEED_GRAD_BETA: tl.constexpr,
     SAVE_SHIFTED: tl.constexpr, RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
-    SURROGATE: tl.constexpr, BLOCK: tl.constexpr,
+    SURROGATE: tl.constexpr, NATIVE_ROUND: tl.constexpr, BLOCK: tl.constexpr,
 ):
+    M = M_div * VEC
+    GS = GS_div * VEC
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
-    if BETA_PER_NEURON:
-        b = tl.load(beta_ptr + offs, mask=mask, other=1.0)
-    else:
-        b = beta
+    b = _decay(beta_ptr, offs, mask, beta, BETA_MODE)
     if HAS_GRAD_V_LAST:
         gv = tl.load(grad_v_last_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # dL/dv[t]
     else:
         gv = tl.zeros([BLOCK], dtype=tl.float32)
+    if GRAD_SPIKES_SCALAR:  # an expanded gradient (e.g. from spikes.sum()): one value, read once
+        gs_all = tl.load(grad_spikes_ptr).to(tl.float32)
     gu_next = tl.zeros([BLOCK], dtype=tl.float32)     # dL/du[t+1]
     gbeta = tl.zeros([BLOCK], dtype=tl.float32)
 
     last = (T - 1).to(tl.int64) * M
     k_ptrs = saved_ptr + last + offs
-    gs_ptrs = grad_spikes_ptr + last + offs
+    gs_ptrs = grad_spikes_ptr + (T - 1).to(tl.int64) * GS + offs
     gx_ptrs = grad_x_ptr + last + offs
     k_next = tl.load(k_ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
-    if HAS_GRAD_SPIKES:
+    if HAS_GRAD_SPIKES and not GRAD_SPIKES_SCALAR:
         gs_next = tl.load(gs_ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
     for i in range(T):
         more = offs < tl.where(i + 1 < T, M, 0)   # mask of the prefetch of step t - 1
@@ -218,10 +283,13 @@ def _lif_bwd_kernel(
         sg = _surrogate_grad(d, SURROGATE, c0, c1)
 
         if HAS_GRAD_SPIKES:
-            gs = gs_next.to(tl.float32)
-            gs_ptrs -= M
-            gs_next = tl.load(gs_ptrs, mask=more, other=0.0, eviction_policy="evict_first")
-            gu = gs * sg
+            if GRAD_SPIKES_SCALAR:
+                gu = gs_all * sg
+            else:
+                gs = gs_next.to(tl.float32)
+                gs_ptrs -= GS
+                gs_next = tl.load(gs_ptrs, mask=more, other=0.0, eviction_policy="evict_first")
+                gu = gs * sg
         else:
             gu = tl.zeros([BLOCK], dtype=tl.float32)
         if RESET == 0:  # zero: v = u * (1 - s)
@@ -242,7 +310,7 @@ def _lif_bwd_kernel(
             gu = gu + gv
 
         if NEED_GRAD_X:
-            tl.store(gx_ptrs, _round_to(gu, grad_x_ptr.dtype.element_ty), mask=mask)
+            tl.store(gx_ptrs, _round_to(gu, grad_x_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
             gx_ptrs -= M
         if NEED_GRAD_BETA:
             gbeta += gu_next * v                          # u[t+1] = beta * v[t] + x[t+1]
@@ -252,7 +320,10 @@ def _lif_bwd_kernel(
     if NEED_GRAD_BETA:
         if HAS_V0:
             gbeta += gu_next * tl.load(v0_ptr + offs, mask=mask, other=0.0)
-        tl.store(grad_beta_ptr + offs, gbeta, mask=mask)
+        if BETA_MODE == 2:
+            tl.store(grad_beta_ptr + offs, gbeta, mask=mask)
+        else:  # one decay for all neurons: this program's partial sum (masked lanes hold 0)
+            tl.store(grad_beta_ptr + tl.program_id(0), tl.sum(gbeta, axis=0))
     if NEED_GRAD_V0:
         tl.store(grad_v0_ptr + offs, gv, mask=mask)
 
@@ -283,6 +354,20 @@ def lif_bytes_per_neuron_step(dtype: torch.dtype, *, backward: bool, training: b
     return 2 * b + (kept if training else 0)
 
 
+def lif_min_bytes_per_neuron_step(dtype: torch.dtype) -> int:
+    """The fewest bytes per neuron-step that any implementation of ``lif_sequence``'s training
+    step must move through global memory, forward plus backward, ``b`` bytes per element of x:
+
+    read ``x``, write spikes, read ``grad_spikes``, write ``grad_x`` (``4b``), plus the smallest
+    per-step state from which the backward rebuilds the membrane. Nothing smaller than ``x`` itself
+    rebuilds ``u``; reading ``x`` once more in the backward (from per-neuron checkpoints of ``v``,
+    whose traffic is ``O(1/T)`` and left out) costs ``b``, less than writing and reading any kept
+    value. So ``5b``: 20 bytes for float32, 10 for float16/bfloat16, against the kernels' ``6b``
+    (:func:`lif_bytes_per_neuron_step`, forward plus backward)."""
+    b = torch.empty((), dtype=_check_kernel_dtype(dtype)).element_size()
+    return 5 * b
+
+
 def _check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype not in KERNEL_DTYPES:
         raise TypeError(f"dtype: the LIF kernels take float32, float16, bfloat16, got {dtype}")
@@ -293,18 +378,23 @@ def _check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
 def _surrogate_constants(surrogate: Surrogate) -> tuple[int, float, float]:
     """``(kernel_id, c0, c1)`` for :func:`_surrogate_grad`. Constants that ``Surrogate.grad``
     forms from python floats (in double) are formed here the same way, then rounded to float32."""
-    kid = surrogate.kernel_id
-    if kid not in (0, 1, 2, 3, 4):
-        raise ValueError(
-            f"surrogate: {type(surrogate).__name__} has no Triton kernel (kernel_id={kid}); "
-            "use backend='torch'"
-        )
+    kid = _check_has_kernel(surrogate)
     p0, p1 = (float(p) for p in surrogate.kernel_params)
     if kid == 0:
         return kid, math.pi / 2 * p0, p0 / 2
     if kid == 3:
         return kid, p0 / p1, p1
     return kid, p0, p1
+
+
+def _check_has_kernel(surrogate: Surrogate) -> int:
+    kid = surrogate.kernel_id
+    if kid not in (0, 1, 2, 3, 4):
+        raise ValueError(
+            f"surrogate: {type(surrogate).__name__} has no Triton kernel (kernel_id={kid}); "
+            "use backend='torch'"
+        )
+    return kid
 
 
 @functools.lru_cache(maxsize=None)
@@ -325,54 +415,89 @@ def _launch_config(m: int, device: torch.device) -> tuple[int, int]:
     return block, max(1, block // 256)
 
 
-def _launch_options(device: torch.device) -> dict:
+def _fwd_options(device: torch.device) -> dict:
     # No FMA contraction of v * beta + x: the reference rounds the product, and the spikes must
     # agree bit for bit.
     return {"enable_fp_fusion": False} if device.type == "cuda" else {}
+
+
+def _bwd_options(device: torch.device) -> dict:
+    # The backward may contract: its products feed gradients (equal to rounding), never spikes,
+    # which it reads back from the kept value. Explicit, since Triton's default is changing.
+    return {"enable_fp_fusion": True} if device.type == "cuda" else {}
+
+
+def _native_round() -> bool:
+    """Compiled kernels convert to bfloat16 natively; the interpreter needs the integer path."""
+    return not triton_interpreter_enabled()
+
+
+_ALIGN = 16  # bytes of one vector access
+
+
+def _vector_width(m: int, *tensors: Optional[torch.Tensor], steps: tuple = ()) -> int:
+    """The largest power of two ``VEC <= 16`` dividing ``m`` and the step strides ``steps`` (the
+    kernels take ``M = M_div * VEC``, likewise the strides), or 1 when one of the ``[T, M]``
+    tensors the loop reads does not start on a 16-byte boundary (a time slice ``x[1:]`` with
+    ``M * b`` not a multiple of 16, say): then every per-step access is a scalar one alike,
+    instead of vectors for some and scalars for others, which would cost a layout conversion (a
+    round trip through shared memory) every step."""
+    if any(t is not None and t.data_ptr() % _ALIGN for t in tensors):
+        return 1
+    vec = 1
+    while vec < 16 and all(n % (2 * vec) == 0 for n in (m, *steps)):
+        vec *= 2
+    return vec
+
+
+def _step_stride(t: torch.Tensor) -> Optional[int]:
+    """Elements from ``t[i]`` to ``t[i + 1]`` when every step of ``t [T, ...]`` is one contiguous
+    run (so the kernels read it by stride, without a copy: a slice of a longer buffer, or a
+    gradient expanded over time, stride 0), else None."""
+    expected = 1
+    for size, stride in reversed(list(zip(t.shape[1:], t.stride()[1:]))):
+        if size != 1 and stride != expected:
+            return None
+        expected *= size
+    step = t.stride(0) if t.shape[0] > 1 else expected
+    return step if 0 <= step < 2**31 - 1 else None
+
+
+def _per_neuron(t: Optional[torch.Tensor], vec: int) -> Optional[torch.Tensor]:
+    """A per-neuron input as the kernels read it (float32, contiguous; the alignment of
+    :func:`_per_neuron_empty`)."""
+    if t is None:
+        return None
+    t = t.detach().to(torch.float32).contiguous()
+    if vec > 1 or t.data_ptr() % _ALIGN:
+        return t
+    return _per_neuron_empty(t.shape, torch.float32, t.device, vec).copy_(t)
+
+
+def _per_neuron_empty(shape, dtype: torch.dtype, device: torch.device, vec: int) -> torch.Tensor:
+    """A per-neuron buffer. When the per-step accesses are scalar (``vec == 1``) it starts one
+    element off a 16-byte boundary on purpose: Triton then lays out its accesses like the
+    per-step ones, instead of as vectors that the time loop would convert every step."""
+    if vec > 1:
+        return torch.empty(shape, dtype=dtype, device=device)
+    n = math.prod(shape)
+    return torch.empty(n + 1, dtype=dtype, device=device)[1:].view(shape)
 
 
 def _on_device(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _per_neuron_inputs(x, v0, beta):
-    """``v0`` and ``beta`` as the kernels read them: ``(v0 [M] float32 or None, beta [M] float32
-    or None, beta as a python float)``; a tensor beta is broadcast to the step shape."""
-    v0_f32 = None if v0 is None else v0.detach().to(torch.float32).contiguous()
-    if isinstance(beta, torch.Tensor):
-        beta_f32 = beta.detach().to(torch.float32).expand(x.shape[1:]).contiguous()
-        return v0_f32, beta_f32, 1.0
-    return v0_f32, None, float(beta)
-
-
-def _lif_forward(x, v0, beta, threshold, reset, *, save):
-    """One forward launch over contiguous ``x``. Returns ``(spikes, v_last, kept or None, v0_f32,
-    beta_f32)``, the last two as the kernels read them."""
-    T, step_shape = x.shape[0], x.shape[1:]
-    m = step_shape.numel()
-    v0_f32, beta_f32, beta_scalar = _per_neuron_inputs(x, v0, beta)
-    if m > _MAX_NEURONS:
-        raise ValueError(
-            f"x: the LIF kernels take at most {_MAX_NEURONS} neurons per step (int32 offsets "
-            f"within a step), got {m} (shape {tuple(x.shape)})"
-        )
-    spikes = torch.empty_like(x)
-    v_last = torch.empty(step_shape, dtype=x.dtype, device=x.device)
-    kept_dtype = x.dtype  # float32 keeps u; half keeps u - threshold in its own dtype
-    kept = torch.empty(x.shape, dtype=kept_dtype, device=x.device) if save else None
-    if m > 0:
-        block, num_warps = _launch_config(m, x.device)
-        with _on_device(x.device):
-            _lif_fwd_kernel[(triton.cdiv(m, block),)](
-                x, _or(v0_f32, x), _or(beta_f32, x), spikes, _or(kept, spikes), v_last,
-                T, m, beta_scalar, threshold,
-                HAS_V0=v0_f32 is not None, BETA_PER_NEURON=beta_f32 is not None,
-                SAVE=save, SAVE_SHIFTED=kept_dtype != torch.float32,
-                SAVE_MAX=_FLOAT16_MAX if kept_dtype == torch.float16 else 0.0,
-                RESET=_RESET_IDS[reset], BLOCK=block, num_warps=num_warps,
-                **_launch_options(x.device),
-            )
-    return spikes, v_last, kept, v0_f32, beta_f32
+def _decay_inputs(beta: Optional[torch.Tensor], beta_value: float, step_shape, vec: int) -> tuple:
+    """``(beta tensor or None, BETA_MODE, python float)`` as the kernels read the decay: a
+    python float (mode 0), one float32 value (mode 1: 0-dim or single-element tensors; nothing
+    is materialized per neuron), or one float32 value per neuron (mode 2, broadcast to the step
+    shape)."""
+    if beta is None:
+        return None, 0, float(beta_value)
+    if beta.numel() == 1:
+        return beta.detach().to(torch.float32).reshape(1), 1, 1.0
+    return _per_neuron(beta.detach().expand(step_shape), vec), 2, 1.0
 
 
 def _or(tensor, placeholder):
@@ -380,79 +505,133 @@ def _or(tensor, placeholder):
     return placeholder if tensor is None else tensor
 
 
-class LIFTritonFunction(torch.autograd.Function):
-    """LIF over ``T`` steps as two Triton launches (forward, backward), with the arguments and
-    results of the reference ``LIFTorchFunction``:
-    ``apply(x, v0, beta, threshold, reset, surrogate, detach_reset) -> (spikes, v_last)``.
+def _nothing(like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty((0,), dtype=torch.float32)
 
-    Keeps for backward the per-step value of the module docstring (4 bytes per neuron-step for
-    float32 input, 2 for float16/bfloat16) and, per neuron, ``v0`` and a tensor ``beta`` in
-    float32. Gradients that do not arrive (``grad_spikes`` or ``grad_v_last`` None) are not
-    materialized: the backward launch skips reading them.
-    """
 
-    @staticmethod
-    def forward(ctx, x, v0, beta, threshold, reset, surrogate, detach_reset):
-        _check_kernel_dtype(x.dtype)
-        _surrogate_constants(surrogate)  # fail in the forward, not in the backward
-        spikes, v_last, kept, v0_f32, beta_f32 = _lif_forward(
-            x.contiguous(), v0, beta, threshold, reset, save=True
+# --------------------------------------------------------------------------------------------- #
+# The kernels as torch custom ops (schema and autograd: spikegate.kernels.ops)
+# --------------------------------------------------------------------------------------------- #
+
+
+def _kernel_forward(
+    x: torch.Tensor, v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float,
+    threshold: float, reset: str, surrogate: str, surrogate_params: list[float],
+    detach_reset: bool, save: bool, check_finite: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward launch: ``(spikes, v_last, kept or [0], nonfinite)`` (see the module
+    docstring for ``kept``); ``nonfinite`` folds the NaN/Inf check of x into the same pass."""
+    _check_kernel_dtype(x.dtype)
+    x_step = _step_stride(x)
+    if x_step is None:
+        x = x.contiguous()
+        x_step = x[0].numel()
+    T, step_shape = x.shape[0], x.shape[1:]
+    m = step_shape.numel()
+    if m > _MAX_NEURONS:
+        raise ValueError(
+            f"x: the LIF kernels take at most {_MAX_NEURONS} neurons per step (int32 offsets "
+            f"within a step), got {m} (shape {tuple(x.shape)})"
         )
-        ctx.save_for_backward(kept, v0_f32, beta_f32)
-        ctx.set_materialize_grads(False)
-        ctx.args = (float(beta) if beta_f32 is None else 1.0, threshold, reset, surrogate,
-                    detach_reset)
-        ctx.x_dtype = x.dtype
-        ctx.v0_dtype = None if v0 is None else v0.dtype
-        ctx.beta_meta = (beta.shape, beta.dtype) if isinstance(beta, torch.Tensor) else None
-        return spikes, v_last
+    vec = _vector_width(m, x, steps=(x_step,))
+    v0_f32 = _per_neuron(v0, vec)
+    beta_f32, beta_mode, beta_scalar = _decay_inputs(beta, beta_value, step_shape, vec)
+    spikes = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    v_last = _per_neuron_empty(step_shape, x.dtype, x.device, vec)
+    kept = torch.empty(x.shape, dtype=x.dtype, device=x.device) if save else None
+    block, num_warps = _launch_config(m, x.device)
+    programs = triton.cdiv(m, block)
+    flags = torch.zeros(programs if check_finite else 1, dtype=torch.int32, device=x.device)
+    if m > 0:
+        with _on_device(x.device):
+            _lif_fwd_kernel[(programs,)](
+                x, _or(v0_f32, x), _or(beta_f32, x), spikes, _or(kept, spikes), v_last, flags,
+                T, m // vec, x_step // vec, beta_scalar, threshold,
+                VEC=vec, HAS_V0=v0_f32 is not None, BETA_MODE=beta_mode,
+                SAVE=save, SAVE_SHIFTED=x.dtype != torch.float32,
+                SAVE_MAX=_FLOAT16_MAX if x.dtype == torch.float16 else 0.0,
+                RESET=_RESET_IDS[reset], CHECK_FINITE=check_finite, NATIVE_ROUND=_native_round(),
+                BLOCK=block, num_warps=num_warps, **_fwd_options(x.device),
+            )
+    return spikes, v_last, _or(kept, _nothing(x)), flags.any()
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_spikes, grad_v_last):
-        kept, v0_f32, beta_f32 = ctx.saved_tensors
-        beta_scalar, threshold, reset, surrogate, detach_reset = ctx.args
-        need_x, need_v0, need_beta = ctx.needs_input_grad[:3]
-        need_v0 = need_v0 and v0_f32 is not None
-        need_beta = need_beta and beta_f32 is not None
-        T, step_shape, device = kept.shape[0], kept.shape[1:], kept.device
-        m = step_shape.numel()
 
-        def buffer(needed, shape, dtype):
-            return torch.empty(shape, dtype=dtype, device=device) if needed else None
+def _fake_forward(x, v0, beta, beta_value, threshold, reset, surrogate, surrogate_params,
+                  detach_reset, save, check_finite):
+    kept = x.new_empty(x.shape) if save else _nothing(x)
+    return (x.new_empty(x.shape), x.new_empty(x.shape[1:]), kept,
+            x.new_empty((), dtype=torch.bool))
 
-        grad_x = buffer(need_x, kept.shape, ctx.x_dtype)
-        grad_v0 = buffer(need_v0, step_shape, torch.float32)
-        grad_beta = buffer(need_beta, step_shape, torch.float32)   # per neuron, summed below
-        if grad_spikes is not None:
-            grad_spikes = grad_spikes.contiguous()                  # e.g. stride 0 from .sum()
-        if grad_v_last is not None:
-            grad_v_last = grad_v_last.contiguous()
 
-        if m > 0:
-            kid, c0, c1 = _surrogate_constants(surrogate)
-            block, num_warps = _launch_config(m, device)
-            with _on_device(device):
-                _lif_bwd_kernel[(triton.cdiv(m, block),)](
-                    kept, _or(grad_spikes, kept), _or(grad_v_last, kept),
-                    _or(v0_f32, kept), _or(beta_f32, kept),
-                    _or(grad_x, kept), _or(grad_v0, kept), _or(grad_beta, kept),
-                    T, m, beta_scalar, threshold, c0, c1,
-                    HAS_GRAD_SPIKES=grad_spikes is not None,
-                    HAS_GRAD_V_LAST=grad_v_last is not None,
-                    HAS_V0=v0_f32 is not None, BETA_PER_NEURON=beta_f32 is not None,
-                    NEED_GRAD_X=need_x, NEED_GRAD_V0=need_v0, NEED_GRAD_BETA=need_beta,
-                    SAVE_SHIFTED=kept.dtype != torch.float32, RESET=_RESET_IDS[reset],
-                    DETACH_RESET=detach_reset, SURROGATE=kid, BLOCK=block, num_warps=num_warps,
-                    **_launch_options(device),
-                )
+def _kernel_backward(
+    kept: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
+    v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float, threshold: float,
+    reset: str, surrogate: str, surrogate_params: list[float], detach_reset: bool,
+    need_x: bool, need_v0: bool, need_beta: bool, x_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One backward launch from the kept value: ``(grad_x, grad_v0, grad_beta)``, ``[0]`` for
+    those not needed. Gradients that do not arrive (None) are not read."""
+    T, step_shape, device = kept.shape[0], kept.shape[1:], kept.device
+    m = step_shape.numel()
+    scalar_gs = grad_spikes is not None and grad_spikes.numel() > 0 and all(
+        st == 0 for st in grad_spikes.stride()
+    )
+    gs_step = m
+    if grad_spikes is not None and not scalar_gs:
+        gs_step = _step_stride(grad_spikes)
+        if gs_step is None:
+            grad_spikes, gs_step = grad_spikes.contiguous(), m
+    vec = _vector_width(m, kept, None if scalar_gs else grad_spikes, steps=(gs_step,))
+    v0_f32 = _per_neuron(v0, vec)
+    beta_f32, beta_mode, beta_scalar = _decay_inputs(beta, beta_value, step_shape, vec)
+    block, num_warps = _launch_config(m, device)
+    programs = triton.cdiv(m, block)
+    grad_x = torch.empty(kept.shape, dtype=x_dtype, device=device) if need_x else None
+    grad_v0 = _per_neuron_empty(step_shape, torch.float32, device, vec) if need_v0 else None
+    # per neuron, or one partial sum per program when a single decay serves all neurons
+    grad_beta = None
+    if need_beta and beta_mode == 2:
+        grad_beta = _per_neuron_empty(step_shape, torch.float32, device, vec)
+    elif need_beta:
+        grad_beta = torch.zeros(max(programs, 1), dtype=torch.float32, device=device)
+    if grad_v_last is not None:
+        grad_v_last = grad_v_last.contiguous()
+        if vec == 1 and grad_v_last.data_ptr() % _ALIGN == 0:
+            aligned_off = _per_neuron_empty(step_shape, grad_v_last.dtype, device, vec)
+            grad_v_last = aligned_off.copy_(grad_v_last)
 
-        if grad_v0 is not None:
-            grad_v0 = grad_v0.to(ctx.v0_dtype)
-        if grad_beta is not None:
-            beta_shape, beta_dtype = ctx.beta_meta
-            grad_beta = grad_beta.sum_to_size(beta_shape).to(beta_dtype)
-        return grad_x, grad_v0, grad_beta, None, None, None, None
+    if m > 0:
+        kid, c0, c1 = _surrogate_constants(surrogate_from_args(surrogate, surrogate_params))
+        with _on_device(device):
+            _lif_bwd_kernel[(programs,)](
+                kept, _or(grad_spikes, kept), _or(grad_v_last, kept),
+                _or(v0_f32, kept), _or(beta_f32, kept),
+                _or(grad_x, kept), _or(grad_v0, kept), _or(grad_beta, kept),
+                T, m // vec, gs_step // vec, beta_scalar, threshold, c0, c1,
+                VEC=vec, HAS_GRAD_SPIKES=grad_spikes is not None, GRAD_SPIKES_SCALAR=scalar_gs,
+                HAS_GRAD_V_LAST=grad_v_last is not None,
+                HAS_V0=v0_f32 is not None, BETA_MODE=beta_mode,
+                NEED_GRAD_X=need_x, NEED_GRAD_V0=need_v0, NEED_GRAD_BETA=need_beta,
+                SAVE_SHIFTED=kept.dtype != torch.float32, RESET=_RESET_IDS[reset],
+                DETACH_RESET=detach_reset, SURROGATE=kid, NATIVE_ROUND=_native_round(),
+                BLOCK=block, num_warps=num_warps, **_bwd_options(device),
+            )
+
+    out_v0 = grad_v0.to(v0.dtype) if need_v0 else _nothing(kept)
+    if need_beta:
+        if beta_mode == 2:
+            reduced = grad_beta.sum_to_size(beta.shape)
+        else:
+            reduced = grad_beta.sum().reshape(beta.shape)
+        out_beta = reduced.to(beta.dtype)
+    else:
+        out_beta = _nothing(kept)
+    return _or(grad_x, _nothing(kept)), out_v0, out_beta
+
+
+lif_kernels = LIFOps("lif", _kernel_forward, _kernel_backward, _fake_forward)
+lif_forward = lif_kernels.forward
+lif_backward = lif_kernels.backward
 
 
 def lif_triton(
@@ -464,23 +643,89 @@ def lif_triton(
     reset: str,
     surrogate: Surrogate,
     detach_reset: bool,
+    check_finite: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """LIF on the Triton kernels; arguments already validated by ``lif_sequence``.
+    """LIF on the Triton kernels (the ``spikegate::lif_forward`` op and its backward); arguments
+    already validated by ``lif_sequence``.
 
     Args:
         x: ``[T, B, ...]`` input current (float32, float16, bfloat16; any strides).
         v0: ``[B, ...]`` initial membrane or None (zeros).
         beta: python float, or tensor broadcastable to ``[B, ...]`` (0-dim, per neuron, full).
         threshold, reset, surrogate, detach_reset: as in ``lif_sequence``.
+        check_finite: raise the ``lif_sequence`` error for NaN or Inf in x, from a flag the
+            forward launch sets (no extra pass over x; reading the flag waits for the launch).
 
     Returns:
         ``(spikes [T, B, ...] 0/1 in x.dtype, v_last [B, ...] in x.dtype)``.
     """
-    _surrogate_constants(surrogate)  # refuse a surrogate without a kernel in inference too
-    tensors = [t for t in (x, v0, beta) if isinstance(t, torch.Tensor)]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return LIFTritonFunction.apply(x, v0, beta, threshold, reset, surrogate, detach_reset)
-    # Inference: nothing to keep; the launch reads x and writes spikes.
     _check_kernel_dtype(x.dtype)
-    spikes, v_last, *_ = _lif_forward(x.contiguous(), v0, beta, threshold, reset, save=False)
+    _check_has_kernel(surrogate)  # refuse a surrogate without a kernel, before any launch
+    tensor_beta = beta if isinstance(beta, torch.Tensor) else None
+    save = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in (x, v0, beta)
+    )
+    spikes, v_last, _, nonfinite = lif_kernels(
+        x, v0, tensor_beta, 1.0 if tensor_beta is not None else float(beta), threshold, reset,
+        *surrogate_args(surrogate), detach_reset, save, check_finite,
+    )
+    if check_finite and bool(nonfinite):
+        raise nonfinite_error("x")
     return spikes, v_last
+
+
+# --------------------------------------------------------------------------------------------- #
+# Ahead-of-time compile cases (spikegate.kernels.aot, ``spikegate bench lif --compile-check``)
+# --------------------------------------------------------------------------------------------- #
+
+_TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def aot_cases() -> list:
+    """The forward and backward kernels as a training step launches them (v0, a per-neuron
+    decay, both incoming gradients, every gradient needed, ATan, zero reset, the finite check),
+    per dtype, at an aligned step (``M`` a multiple of 16, every pointer 16-byte aligned) and an
+    unaligned one (``M`` odd and the per-step input off alignment, as for a slice ``x[1:]``:
+    the launcher then picks ``VEC = 1``)."""
+    from spikegate.kernels.aot import CompileCase
+
+    cases = []
+    for dtype, tt in _TRITON_TYPES.items():
+        half = dtype != "float32"
+        for shape, vec, aligned_shape in (("aligned, M % 16 == 0", 16, True),
+                                          ("unaligned, M odd, x[1:]", 1, False)):
+            fwd_sig = {
+                "x_ptr": f"*{tt}", "v0_ptr": "*fp32", "beta_ptr": "*fp32", "spikes_ptr": f"*{tt}",
+                "saved_ptr": f"*{tt}", "v_last_ptr": f"*{tt}", "flags_ptr": "*i32",
+                "T": "i32", "M_div": "i32", "XS_div": "i32", "beta": "fp32", "threshold": "fp32",
+            }
+            fwd_const = dict(VEC=vec, HAS_V0=True, BETA_MODE=2, SAVE=True, SAVE_SHIFTED=half,
+                             SAVE_MAX=_FLOAT16_MAX if dtype == "float16" else 0.0, RESET=0,
+                             CHECK_FINITE=True, NATIVE_ROUND=True, BLOCK=1024)
+            bwd_sig = {
+                "saved_ptr": f"*{tt}", "grad_spikes_ptr": f"*{tt}", "grad_v_last_ptr": f"*{tt}",
+                "v0_ptr": "*fp32", "beta_ptr": "*fp32", "grad_x_ptr": f"*{tt}",
+                "grad_v0_ptr": "*fp32", "grad_beta_ptr": "*fp32", "T": "i32", "M_div": "i32",
+                "GS_div": "i32", "beta": "fp32", "threshold": "fp32", "c0": "fp32", "c1": "fp32",
+            }
+            bwd_const = dict(VEC=vec, HAS_GRAD_SPIKES=True, GRAD_SPIKES_SCALAR=False,
+                             HAS_GRAD_V_LAST=True, HAS_V0=True, BETA_MODE=2, NEED_GRAD_X=True,
+                             NEED_GRAD_V0=True, NEED_GRAD_BETA=True, SAVE_SHIFTED=half, RESET=0,
+                             DETACH_RESET=False, SURROGATE=0, NATIVE_ROUND=True, BLOCK=1024)
+            # VEC = 1: the launcher also starts the per-neuron buffers off alignment
+            unaligned_in = {"x_ptr", "grad_spikes_ptr", "v0_ptr", "beta_ptr", "v_last_ptr",
+                            "grad_v_last_ptr", "grad_v0_ptr", "grad_beta_ptr"}
+            for kernel, fn, sig, const, options in (
+                ("_lif_fwd_kernel", "_lif_fwd_kernel", fwd_sig, fwd_const,
+                 {"enable_fp_fusion": False}),
+                ("_lif_bwd_kernel", "_lif_bwd_kernel", bwd_sig, bwd_const,
+                 {"enable_fp_fusion": True}),
+            ):
+                aligned = tuple(p for p, kind in sig.items() if kind.startswith("*")
+                                and (aligned_shape or p not in unaligned_in))
+                cases.append(CompileCase(
+                    kernel=kernel, module=__name__, function=fn, shape=shape, dtype=dtype,
+                    signature={**sig, **{k: "constexpr" for k in const}}, constexprs=const,
+                    aligned=aligned, num_warps=4, options=options, aligned_shape=aligned_shape,
+                ))
+    return cases

@@ -47,9 +47,22 @@ def check_sequence(x: object, name: str = "x", *, finite: bool = True) -> torch.
         )
     if x.shape[0] == 0:
         raise ValueError(f"{name}: expected T >= 1 time steps, got T = 0 (shape {tuple(x.shape)})")
-    if finite and x.numel() and not _all_finite(x):
-        raise ValueError(f"{name}: expected finite values, got NaN or Inf")
+    if finite:
+        check_finite(x, name)
     return x
+
+
+def nonfinite_error(name: str) -> ValueError:
+    """The error for NaN or Inf in ``name``, the same wherever the check runs (here, or folded
+    into a kernel's forward launch)."""
+    return ValueError(f"{name}: expected finite values, got NaN or Inf")
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> None:
+    """``x`` holds no NaN or Inf (one read of x and a host sync). Skipped while torch.compile or
+    torch.export traces: a traced graph has no values to read or branch on."""
+    if x.numel() and not torch.compiler.is_compiling() and not _all_finite(x):
+        raise nonfinite_error(name)
 
 
 def check_state(v0: Optional[torch.Tensor], x: torch.Tensor, name: str = "v0") -> None:
@@ -96,7 +109,7 @@ def check_decay(beta: object, x: torch.Tensor, name: str = "beta", *, values: bo
         )
     if beta.device != x.device:
         raise ValueError(f"{name}: expected device {x.device}, got {beta.device}")
-    if values and beta.numel():
+    if values and beta.numel() and not torch.compiler.is_compiling():
         with torch.no_grad():
             low, high = float(beta.min()), float(beta.max())
         if not (low > 0 and high <= 1):

@@ -144,15 +144,53 @@ def test_quick_run_checks_the_triton_kernels_on_the_interpreter(quick_rows):
     assert "interpreter" in row["note"]
 
 
-def test_roofline_fraction_is_bytes_moved_over_copy_bandwidth(bench):
-    from spikegate.kernels.lif import lif_bytes_per_neuron_step
-
+def test_roofline_fractions_are_bytes_moved_over_copy_bandwidth(bench):
     row = bench.Row(impl="spikegate triton", T=32, B=64, N=65536, dtype="float16", status="ok",
                     median_ms=2.0)
     peer = bench.Row(impl="SpikingJelly 2.0.0 LIFNode [triton]", T=32, B=64, N=65536,
                      dtype="float16", status="ok", median_ms=5.0)
     bench.add_relative([row, peer], torch.device("cuda"), copy_bw=2.0e12)
-    moved = (lif_bytes_per_neuron_step(torch.float16, backward=False)
-             + lif_bytes_per_neuron_step(torch.float16, backward=True)) * 32 * 64 * 65536
-    assert row.roofline == pytest.approx(moved / 2.0e-3 / 2.0e12)
+    # float16: the kernels move x, spikes, the kept 2-byte value (forward) and the kept value,
+    # grad_spikes, grad_x (backward): 6 x 2 bytes; the API minimum is x, spikes, grad_spikes,
+    # grad_x and one more read of x to rebuild the membrane: 5 x 2 bytes.
+    neuron_steps = 32 * 64 * 65536
+    assert row.roofline_kernel == pytest.approx(12 * neuron_steps / 2.0e-3 / 2.0e12)
+    assert row.roofline_api == pytest.approx(10 * neuron_steps / 2.0e-3 / 2.0e12)
+    assert peer.roofline_kernel is None and peer.roofline_api is None
     assert row.speedup_vs_peer == pytest.approx(2.5)
+
+
+def test_the_report_records_the_command_and_environment(bench, tmp_path):
+    out = tmp_path / "lif.md"
+    assert bench.main(["--quick", "--device", "cpu", "--impls", "ours-torch", "--out", str(out)]) == 0
+    text = out.read_text()
+    # called as a function: the script and its arguments; typed commands come from sys.orig_argv
+    assert "- command: `python benchmarks/lif.py --quick --device cpu --impls ours-torch --out" in text
+    assert "torch " in text and "commit:" in text
+
+
+def test_a_missing_peer_is_skipped_and_the_report_names_the_bench_extra(bench, tmp_path,
+                                                                        monkeypatch):
+    real_import = bench.harness.importlib.import_module
+
+    def without_snntorch(name, *args):
+        if name == "snntorch":
+            raise ImportError("No module named 'snntorch'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(bench.harness.importlib, "import_module", without_snntorch)
+    out = tmp_path / "lif.json"
+    assert bench.main(["--quick", "--device", "cpu", "--impls", "ours-torch", "snntorch",
+                       "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (row,) = [r for r in result["rows"] if r["impl"] == "snntorch"]
+    assert row["status"] == "skipped" and "pip install -e '.[bench]'" in row["note"]
+    assert "SpikingJelly and snnTorch" in result["meta"]["missing_peers"]
+
+
+def test_spikingjelly_explicit_precision_row_is_cuda_only(quick_rows):
+    pytest.importorskip("spikingjelly")
+    if torch.cuda.is_available():
+        pytest.skip("on CUDA the row is timed")
+    (row,) = [r for r in quick_rows if r["impl"] == "spikingjelly-precision"]
+    assert row["status"] == "skipped" and "CUDA only" in row["note"]

@@ -2,7 +2,7 @@
 
 Runs the kernels on the Triton CPU interpreter (``TRITON_INTERPRET=1``, set by tests/conftest.py
 when there is no GPU) at small shapes, or on CUDA where present. Spikes must be bitwise those of
-the reference, ``v_last`` bitwise those of DESIGN.md's equations evaluated in float32, gradients
+the reference, ``v_last`` bitwise those of the LIF equations evaluated in float32, gradients
 those of the reference to rounding. Inputs are ``N(0.6, 0.6)`` so that a good fraction of neurons
 spike, and comparisons first check that the case is not trivial (some spikes, some silences).
 """
@@ -19,8 +19,11 @@ from hypothesis import strategies as st
 
 pytest.importorskip("triton")
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
 from spikegate.kernels.lif import (  # noqa: E402
-    LIFTritonFunction,
+    _round_to,
     lif_bytes_per_neuron_step,
     lif_saved_bytes_per_neuron_step,
 )
@@ -106,7 +109,7 @@ def run(backend, x, v0, beta, *, grad="both", seed=1, **params):
 
 
 def design_f32(x, v0, beta, threshold, reset):
-    """DESIGN.md's LIF written out in float32, u = (v * beta) + x with each op rounded.
+    """The LIF equations written out in float32, u = (v * beta) + x with each op rounded.
     Returns ``(spikes, v_last, v_prev)``, ``v_prev[t] = v[t-1]`` in float32."""
     v = torch.zeros(x.shape[1:], device=x.device) if v0 is None else v0.float()
     beta = beta.float() if isinstance(beta, torch.Tensor) else beta
@@ -169,7 +172,7 @@ def check_against_reference(x, v0, beta, *, grad="both", nontrivial=True, **para
     assert torch.equal(got[0], ref[0]), "spikes differ from the reference"
     want_s, want_v, v_prev = design_f32(x, v0, beta, params["threshold"], params["reset"])
     assert torch.equal(got[0], want_s)
-    assert torch.equal(got[1], want_v), "v_last differs from DESIGN.md's equations in float32"
+    assert torch.equal(got[1], want_v), "v_last differs from the LIF equations in float32"
     # The reference's v_last agrees to rounding (its subtract reset rounds twice).
     torch.testing.assert_close(got[1].float(), ref[1].float(), **V_LAST_TOL[x.dtype])
     beta_terms = None
@@ -385,7 +388,7 @@ def test_kept_for_backward_is_one_value_per_neuron_step(dtype):
     assert len(per_step) == 1
     assert per_step[0].element_size() == lif_saved_bytes_per_neuron_step(dtype)
     assert sum(t.numel() * t.element_size() for t in kept) == (
-        x.numel() * lif_saved_bytes_per_neuron_step(dtype) + 2 * 10 * 4  # + v0, beta in float32
+        x.numel() * lif_saved_bytes_per_neuron_step(dtype) + 10 * 4 + 5 * 4  # + v0, beta as given
     )
 
 
@@ -446,7 +449,153 @@ def test_surrogate_without_kernel_is_refused():
 
 def test_empty_batch():
     x = torch.zeros((3, 0, 4), device=DEVICE, requires_grad=True)
-    spikes, v_last = LIFTritonFunction.apply(x, None, 0.5, 1.0, "zero", ATan(), False)
+    spikes, v_last = lif_sequence(x, beta=0.5, surrogate=ATan(), backend="triton")
     assert spikes.shape == (3, 0, 4) and v_last.shape == (0, 4)
     spikes.sum().backward()
     assert x.grad.shape == x.shape
+
+
+# --------------------------------------------------------------------------------------------- #
+# Hazards a compiled kernel has and the interpreter hides (issue 11, item 1).
+# --------------------------------------------------------------------------------------------- #
+
+
+@triton.jit
+def _round_bits_kernel(in_ptr, out_ptr, n, NATIVE: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    x = tl.load(in_ptr + offs, mask=offs < n).to(tl.float32, bitcast=True)
+    y = _round_to(x, tl.bfloat16, NATIVE)
+    tl.store(out_ptr + offs, y.to(tl.int16, bitcast=True), mask=offs < n)
+
+
+def _round_bits(bits: list[int], native: bool) -> list[int]:
+    """float32 bit patterns through ``_round_to(..., bfloat16)``: the bfloat16 bit patterns."""
+    src = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b for b in bits], dtype=torch.int32,
+                       device=DEVICE)
+    out = torch.empty(len(bits), dtype=torch.int16, device=DEVICE)
+    _round_bits_kernel[(1,)](src, out, len(bits), NATIVE=native, BLOCK=16)
+    return [int(v) & 0xFFFF for v in out.cpu()]
+
+
+def _is_bf16_nan(bits: int) -> bool:
+    return (bits & 0x7F80) == 0x7F80 and (bits & 0x007F) != 0
+
+
+def test_bfloat16_rounding_keeps_the_canonical_gpu_nan_a_nan():
+    """The GPU's canonical NaN is 0x7FFFFFFF; with the rounding bias added it would carry into
+    the sign bit and come out as -0.0 (0x8000)."""
+    nans = [0x7FFFFFFF, 0xFFFFFFFF, 0x7FC00000, 0x7F800001, 0x7FFF8000]
+    for native in ([False, True] if torch.cuda.is_available() else [False]):
+        got = _round_bits(nans, native)
+        assert all(_is_bf16_nan(b) for b in got), [hex(b) for b in got]
+
+
+def test_bfloat16_rounding_is_nearest_even_like_torch():
+    g = torch.Generator().manual_seed(0)
+    values = torch.cat([torch.randn(9, generator=g) * 10.0 ** torch.arange(-4, 5),
+                        torch.tensor([float("inf"), -float("inf"), 0.0, -0.0, 1.00390625,
+                                      1.01171875, 3.4e38])])
+    bits = [int(b) & 0xFFFFFFFF for b in values.view(torch.int32)]
+    want = [int(b) & 0xFFFF for b in values.to(torch.bfloat16).view(torch.int16)]
+    assert _round_bits(bits, native=False) == want
+
+
+def test_vector_width_follows_the_divisibility_of_the_step():
+    from spikegate.kernels.lif import _vector_width
+
+    assert _vector_width(1024) == 16 and _vector_width(1000) == 8 and _vector_width(4 * 9) == 4
+    assert _vector_width(1031) == 1
+    x = torch.zeros((4, 1031))
+    assert x.data_ptr() % 16 == 0 and _vector_width(1031, x) == 1
+    x = torch.zeros((4, 1001))
+    assert x[1:].data_ptr() % 16 != 0 and _vector_width(1000, x[1:]) == 1  # a slice off alignment
+    x = torch.zeros((4, 1000))
+    assert _vector_width(1000, x[1:]) == 8  # 1000 float32 are 4000 bytes: x[1:] stays aligned
+
+
+@pytest.mark.parametrize("n", [1000, 1001, 36, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_unaligned_steps_and_time_slices(n, dtype):
+    """Steps of M = 2 n neurons (every power-of-two divisor up to 16, or none) and the time
+    slice x[1:], which starts off a 16-byte boundary when M * b is not a multiple of 16."""
+    base = lif_input((5, 2, n), dtype, seed=n)
+    x = base[1:]
+    assert x.is_contiguous()
+    beta = make_beta("per_neuron", x.shape[1:])
+    check_against_reference(
+        x, lif_input((2, n), seed=n + 1, mean=0.2), beta,
+        threshold=1.0, reset="zero", surrogate="atan", detach_reset=False,
+    )
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1)])
+def test_a_single_decay_gradient_is_reduced_in_the_kernel(shape):
+    """One decay for all neurons, over two programs (1031 neurons): the backward sums per
+    program and adds the partial sums, and the gradient has the decay's own shape."""
+    x = lif_input((4, 1, 1031), seed=5)
+    beta = torch.full(shape, 0.8, device=DEVICE)
+    got = check_against_reference(
+        x, None, beta, threshold=1.0, reset="subtract", surrogate="sigmoid", detach_reset=False,
+    )
+    assert got[2]["beta"].shape == shape
+
+
+def test_a_single_decay_is_not_materialized_per_neuron():
+    """Kept for backward: the [T, ...] value and the decay as given, nothing per neuron."""
+    x = lif_input((3, 2, 5)).requires_grad_()
+    beta = torch.tensor(0.7, device=DEVICE, requires_grad=True)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        lif_sequence(x, beta=beta, backend="triton")
+    assert sorted(t.numel() for t in kept) == [1, x.numel()]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # numpy, in the interpreter
+def test_the_finite_check_runs_inside_the_forward_launch(bad, monkeypatch):
+    """NaN or Inf anywhere in x (here the last step, last neuron of two programs) is refused with
+    the error of the torch path, without the extra pass over x that path makes."""
+    import spikegate.neurons.lif as lif_module
+
+    def no_extra_pass(*args, **kwargs):
+        raise AssertionError("the Triton path must not read x a second time")
+
+    monkeypatch.setattr(lif_module, "check_finite", no_extra_pass)
+    x = lif_input((3, 2, 700))
+    x[-1, -1, -1] = bad
+    with pytest.raises(ValueError, match=r"^x: expected finite values, got NaN or Inf$"):
+        lif_sequence(x, beta=0.5, backend="triton")
+    with pytest.raises(ValueError, match=r"^x: expected finite values, got NaN or Inf$"):
+        lif_sequence(x.clone().requires_grad_(), beta=0.5, backend="triton")
+    spikes, _ = lif_sequence(x, beta=0.5, backend="triton", validate=False)  # unchecked: runs
+    assert spikes.shape == x.shape
+    clean = lif_input((3, 2, 700))
+    lif_sequence(clean, beta=0.5, backend="triton")
+
+
+def test_steps_of_a_longer_buffer_are_read_by_stride():
+    """x[t] contiguous but T-strided (every other step block of an interleaved buffer)."""
+    from spikegate.kernels.lif import _step_stride
+
+    big = lif_input((5, 2, 3, 8), seed=12)   # [T, 2, B, N]: x = big[:, 1] is [T, B, N]
+    x = big[:, 1]
+    assert not x.is_contiguous() and _step_stride(x) == 2 * 3 * 8
+    assert _step_stride(big.transpose(1, 2)) is None and _step_stride(big[:1]) == 48
+    check_against_reference(
+        x, None, make_beta("scalar", x.shape[1:]), threshold=1.0, reset="zero",
+        surrogate="atan", detach_reset=False,
+    )
+
+
+def test_a_gradient_expanded_over_time_is_read_by_stride():
+    """``(spikes.sum(0) * w).sum()`` hands the backward ``w`` expanded over T (stride 0)."""
+    x = lif_input((6, 2, 40), seed=13)
+    w = torch.randn(2, 40, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    grads = []
+    for backend in ("triton", "torch"):
+        leaf = x.clone().requires_grad_()
+        spikes, _ = lif_sequence(leaf, beta=0.8, backend=backend)
+        (spikes.sum(0) * w).sum().backward()
+        grads.append(leaf.grad)
+    assert grads[1].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
