@@ -103,14 +103,20 @@ def _summary(scores: dict) -> str:
     )
 
 
+def _benchmarks() -> list[str]:
+    """The benchmark scripts beside the package (the shared harness is not one)."""
+    return sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_") and p.stem != "harness")
+
+
 def _bench(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
-        print("usage: spikegate bench lif [ARGS...]   (spikegate bench lif --help for the arguments)")
+        print(f"usage: spikegate bench NAME [ARGS...]   NAME one of {_benchmarks()}; "
+              "spikegate bench NAME --help for its arguments")
         return 0 if args else 2
     name, rest = args[0], args[1:]
     script = BENCHMARKS / f"{name}.py"
-    if not script.is_file():
-        available = sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_"))
+    if not script.is_file() or name not in _benchmarks():
+        available = _benchmarks()
         print(f"spikegate bench: unknown benchmark {name!r}; expected one of {available} "
               f"(looked in {BENCHMARKS}; the benchmarks ship with a source checkout)", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""LIF against the equations of DESIGN.md (a plain float64 loop written here), against autograd of
+"""LIF against its pinned equations (the LIF docstring) (a plain float64 loop written here), against autograd of
 an unrolled graph, and against the peers (SpikingJelly, snnTorch, Norse) where installed."""
 
 import math
@@ -14,7 +14,7 @@ RESETS = ["zero", "subtract", "none"]
 
 
 def equations_reference(x, v0, beta, threshold, reset, dtype=np.float64):
-    """DESIGN.md's LIF in numpy, every operation rounded to ``dtype``."""
+    """The pinned LIF equations in numpy, every operation rounded to ``dtype``."""
     as_np = lambda a: a.detach().numpy() if isinstance(a, torch.Tensor) else a  # noqa: E731
     x = np.asarray(as_np(x), dtype=dtype)
     v = np.zeros(x.shape[1:], dtype=dtype) if v0 is None else np.array(as_np(v0), dtype=dtype)

@@ -1,5 +1,5 @@
 """LIF in nn.Sequential (LIFSpikes, SpikesOnly) and the meaning of v0 for a stateful LIF, against
-DESIGN.md's equations written out here as a float64 loop."""
+the LIF equations written out here as a float64 loop."""
 
 import numpy as np
 import pytest
