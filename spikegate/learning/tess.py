@@ -30,10 +30,12 @@ as the models compute them) on its detached input.
 
 Layers TESS trains (found by walking ``model.body``): ``nn.Linear`` and ``PerStep(Conv2d)``
 (including :class:`spikegate.models.WSConv2d`, whose update is chained through the weight
-standardisation by autograd) followed by ``SpikingNeuron(LIF)``; ``PerStep(Conv2d -> BatchNorm2d)``
-is trained with the BatchNorm in its evaluation form (running statistics, a fixed per-channel
-affine map: batch statistics over ``[T*B]`` would couple the time steps), its gain and bias
-trained through the same chain. Between layers: pooling, Identity and Flatten. The last module must
+standardisation by autograd) followed by ``SpikingNeuron(LIF)``. ``PerStep(Conv2d -> BatchNorm2d)``
+is trained with the BatchNorm in its evaluation form, a per-channel affine map from the running
+statistics (batch statistics over ``[T*B]`` would couple the time steps); its gain and bias are
+trained through the same chain, and in training mode its running statistics are updated after each
+batch from per-channel moments streamed over all the batch's steps, as training-mode BatchNorm
+would compute them. Between layers: pooling, Identity and Flatten. The last module must
 be the ``nn.Linear`` readout.
 
 Fidelity to the authors' code (mapolinario94/TESS): leak 0.5, threshold 0.6 and the factors
@@ -344,6 +346,49 @@ class _Synapse:
     params: Callable[[], tuple[torch.Tensor, Optional[torch.Tensor]]]  # (W, b) with autograd graph
     op: Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
     outer: Outer
+    norm: Optional[nn.BatchNorm2d] = None
+    affine: Optional[Callable[[], tuple[torch.Tensor, torch.Tensor]]] = None  # BatchNorm's (scale, shift)
+
+
+@dataclass
+class _ChannelMoments:
+    """Per-channel sums of a BatchNorm layer's input current over a batch's steps, so its running
+    statistics follow the data as in training mode without holding the ``[T*B]`` batch."""
+
+    count: int = 0
+    total: Optional[torch.Tensor] = None
+    squares: Optional[torch.Tensor] = None
+
+    @torch.no_grad()
+    def add(self, current: torch.Tensor) -> None:
+        c = current.double()
+        dims = (0, 2, 3)
+        total, squares = c.sum(dims), (c * c).sum(dims)
+        self.total = total if self.total is None else self.total + total
+        self.squares = squares if self.squares is None else self.squares + squares
+        self.count += current.numel() // current.shape[1]
+
+    @torch.no_grad()
+    def update_running_stats(self, norm: nn.BatchNorm2d, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """``current = scale * z + shift`` per channel: turn the moments of ``current`` into those of
+        the convolution's output ``z`` and blend them into ``norm``'s running statistics."""
+        if self.count < 2:
+            return
+        mean = self.total / self.count
+        var = (self.squares / self.count - mean * mean).clamp_min(0)
+        scale, shift = scale.double(), shift.double()
+        usable = scale.abs() > 1e-12  # a zero gain hides z: keep that channel's statistics
+        safe = torch.where(usable, scale, torch.ones_like(scale))
+        z_mean = (mean - shift) / safe
+        z_var = var / safe**2 * self.count / (self.count - 1)  # unbiased, as BatchNorm keeps it
+        if norm.momentum is None:
+            rate = 1.0 / (int(norm.num_batches_tracked) + 1)
+        else:
+            rate = norm.momentum
+        for buffer, value in ((norm.running_mean, z_mean), (norm.running_var, z_var)):
+            blended = (1 - rate) * buffer.double() + rate * value
+            buffer.copy_(torch.where(usable, blended, buffer.double()).to(buffer.dtype))
+        norm.num_batches_tracked += 1
 
 
 def _conv_synapse(name: str, conv: nn.Conv2d, norm: Optional[nn.BatchNorm2d]) -> _Synapse:
@@ -359,22 +404,28 @@ def _conv_synapse(name: str, conv: nn.Conv2d, norm: Optional[nn.BatchNorm2d]) ->
         )
     weight_of = getattr(conv, "standardized_weight", lambda: conv.weight)
 
-    def params():
-        w, b = weight_of(), conv.bias
-        if norm is None:
-            return w, b
+    def affine():
+        """BatchNorm in evaluation form after the conv: ``scale * conv(x, w) + shift`` (per channel)."""
         scale = torch.rsqrt(norm.running_var + norm.eps)
         if norm.weight is not None:
             scale = scale * norm.weight
+        b = conv.bias
         shift = -norm.running_mean * scale if b is None else (b - norm.running_mean) * scale
         if norm.bias is not None:
             shift = shift + norm.bias
-        return w * scale.view(-1, 1, 1, 1), shift
+        return scale, shift
+
+    def params():
+        if norm is None:
+            return weight_of(), conv.bias
+        scale, shift = affine()
+        return weight_of() * scale.view(-1, 1, 1, 1), shift
 
     def op(x, w, b):
         return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
 
-    return _Synapse(name, params, op, _conv_outer(conv.weight.shape, conv.stride, conv.padding, conv.dilation, conv.groups))
+    outer = _conv_outer(conv.weight.shape, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return _Synapse(name, params, op, outer, norm, affine if norm is not None else None)
 
 
 def _synapse(name: str, module: nn.Module) -> Optional[_Synapse]:
@@ -569,6 +620,8 @@ class TESS:
         params = [block.synapse.params() for block in plan.blocks]  # graphs of size O(weights), not O(T)
         frozen = [(w.detach(), None if b is None else b.detach()) for w, b in params]
         traces = [self._traces(block) for block in plan.blocks]
+        moments = [_ChannelMoments() if block.synapse.norm is not None and net.training else None
+                   for block in plan.blocks]
         states: list[Optional[torch.Tensor]] = [None] * len(plan.blocks)
         projections: list[Optional[torch.Tensor]] = [None] * len(plan.blocks)
         features = None
@@ -581,6 +634,8 @@ class TESS:
             for k, block in enumerate(plan.blocks):
                 with torch.no_grad():
                     current = block.synapse.op(h, *frozen[k])
+                    if moments[k] is not None:
+                        moments[k].add(current)
                     v = torch.zeros_like(current) if states[k] is None else states[k]
                     u, s, states[k] = _lif_step(block.neuron, v, current)
                 m = None
@@ -600,6 +655,11 @@ class TESS:
         loss = F.cross_entropy(logits, y)
         loss.backward()
         self._write_updates(params, traces)
+        for block, (w, b), stats in zip(plan.blocks, frozen, moments):
+            if stats is not None:  # after the backward pass, which reads the running statistics
+                with torch.no_grad():
+                    scale, shift = block.synapse.affine()
+                stats.update_running_stats(block.synapse.norm, scale, shift)
         self._average_across_processes(net)
         return StepResult(loss.detach(), logits.detach())
 

@@ -320,3 +320,19 @@ def test_wrong_labels_are_named():
     model = SpikingMLP((1, 2, 2), 3, NEURON, hidden=(4,))
     with pytest.raises(ValueError, match=r"y: expected labels \[B=2\]"):
         TESS().step(model, torch.zeros(3, 2, 1, 2, 2), torch.zeros(3, dtype=torch.long))
+
+
+def test_batchnorm_running_statistics_follow_the_batch_as_in_training_mode():
+    """In training mode TESS updates BatchNorm's running statistics from the conv outputs of all
+    T*B samples of the batch: the reference is torch's BatchNorm2d in training mode on [T*B]."""
+    torch.manual_seed(8)
+    model = SpikingConvNet((2, 8, 8), 4, NEURON, channels=(3,)).double().train()
+    conv, norm = model.body[0].layer
+    reference = nn.BatchNorm2d(3).double().train()
+    x = (torch.rand(5, 4, 2, 8, 8, dtype=torch.float64) < 0.5).double()
+    TESS().step(model, x, torch.tensor([0, 1, 2, 3]))
+    with torch.no_grad():
+        reference(conv(x.flatten(0, 1)))
+    torch.testing.assert_close(norm.running_mean, reference.running_mean)
+    torch.testing.assert_close(norm.running_var, reference.running_var)
+    assert int(norm.num_batches_tracked) == 1
