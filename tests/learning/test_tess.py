@@ -336,3 +336,25 @@ def test_batchnorm_running_statistics_follow_the_batch_as_in_training_mode():
     torch.testing.assert_close(norm.running_mean, reference.running_mean)
     torch.testing.assert_close(norm.running_var, reference.running_var)
     assert int(norm.num_batches_tracked) == 1
+
+
+def test_updates_are_averaged_across_processes_when_distributed(monkeypatch):
+    """DDP's hooks do not see the .grad TESS writes, so the rule averages it itself: simulate two
+    processes whose other half holds an update of 3x ours (sum = 4x ours, mean = 2x)."""
+    torch.manual_seed(9)
+    model = SpikingMLP((1, 4, 4), 3, NEURON, hidden=(6,))
+    x = (torch.rand(4, 2, 1, 4, 4) < 0.5).float()
+    y = torch.tensor([0, 2])
+    TESS().step(model, x, y)
+    alone = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    reduced = []
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda t: reduced.append(t) or t.mul_(4))
+    TESS().step(model, x, y)
+    assert len(reduced) == len(alone)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, 2 * alone[n])
