@@ -57,6 +57,7 @@ parameter's ``.grad`` and divide by the world size; :meth:`TESS.step` does so wh
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spikegate.arguments import check_choice, check_int
+from spikegate.models import check_input
 from spikegate.neurons.lif import LIF
 
 from .surrogate import StepResult
@@ -532,6 +534,18 @@ def plan_model(model: nn.Module, pool_sizes: Sequence[int] = (4, 2, 1)) -> _Plan
 # --- the rule ------------------------------------------------------------------------------------
 
 
+@dataclass
+class _BlockState:
+    """What one block carries from step to step within a batch (no autograd graph)."""
+
+    traces: EligibilityTraces
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+    moments: Optional[_ChannelMoments]
+    v: Optional[torch.Tensor] = None
+    projection: Optional[torch.Tensor] = None
+
+
 def _lif_step(neuron: LIF, v: torch.Tensor, current: torch.Tensor):
     """One step of the model's LIF (DESIGN's equations): returns ``(u, spikes, v)``."""
     beta = neuron.beta
@@ -597,11 +611,6 @@ class TESS:
             plan = self._plans[id(model)] = plan_model(model, self.pool_sizes)
         return plan
 
-    def _projection(self, classes: int, features: int, like: torch.Tensor) -> torch.Tensor:
-        return square_wave_projection(
-            classes, features, low=self.freqs[0], high=self.freqs[1], dtype=like.dtype, device=like.device
-        )
-
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         """Stream ``x [T, B, ...]`` through ``model`` one step at a time, write the TESS updates of
         every spiking layer and the readout's gradient into ``.grad``, and return the readout's
@@ -609,21 +618,13 @@ class TESS:
         plan = self._plan(model)
         net = getattr(model, "module", model)
         if hasattr(net, "input_shape"):
-            from spikegate.models import check_input
-
             check_input(x, net.input_shape)
         if not isinstance(y, torch.Tensor) or y.shape != x.shape[1:2]:
             raise ValueError(f"y: expected labels [B={x.shape[1]}], got {getattr(y, 'shape', type(y).__name__)}")
         T = x.shape[0]
         first_signal = 0 if self.signal_steps is None else max(0, T - self.signal_steps)
-        classes = plan.head.out_features
         params = [block.synapse.params() for block in plan.blocks]  # graphs of size O(weights), not O(T)
-        frozen = [(w.detach(), None if b is None else b.detach()) for w, b in params]
-        traces = [self._traces(block) for block in plan.blocks]
-        moments = [_ChannelMoments() if block.synapse.norm is not None and net.training else None
-                   for block in plan.blocks]
-        states: list[Optional[torch.Tensor]] = [None] * len(plan.blocks)
-        projections: list[Optional[torch.Tensor]] = [None] * len(plan.blocks)
+        states = [self._state(block, w, b, net.training) for block, (w, b) in zip(plan.blocks, params)]
         features = None
         for t in range(T):
             with torch.no_grad():
@@ -631,42 +632,49 @@ class TESS:
                 for module in plan.front:
                     h = module(h)
                 h = h.squeeze(0)
-            for k, block in enumerate(plan.blocks):
-                with torch.no_grad():
-                    current = block.synapse.op(h, *frozen[k])
-                    if moments[k] is not None:
-                        moments[k].add(current)
-                    v = torch.zeros_like(current) if states[k] is None else states[k]
-                    u, s, states[k] = _lif_step(block.neuron, v, current)
-                m = None
-                if t >= first_signal:
-                    if projections[k] is None:
-                        size = _pool_features(block.apply_post(s[:1], signal=True), block.pool_size).shape[1]
-                        projections[k] = self._projection(classes, size, s)
-                    m, _ = learning_signal(
-                        s, y, projections[k], pool_size=block.pool_size,
-                        post=lambda z, block=block: block.apply_post(z, signal=True),
-                    )
-                traces[k].step(h, u, m)
-                with torch.no_grad():
-                    h = block.apply_post(s)
+            for block, state in zip(plan.blocks, states):
+                h = self._advance(block, state, h, y if t >= first_signal else None, plan.head.out_features)
             features = h if features is None else features.add_(h)
         logits = plan.head(features.flatten(1) / T)
         loss = F.cross_entropy(logits, y)
         loss.backward()
-        self._write_updates(params, traces)
-        for block, (w, b), stats in zip(plan.blocks, frozen, moments):
-            if stats is not None:  # after the backward pass, which reads the running statistics
+        self._write_updates(params, [state.traces for state in states])
+        for block, state in zip(plan.blocks, states):
+            if state.moments is not None:  # after the backward pass, which reads the running statistics
                 with torch.no_grad():
                     scale, shift = block.synapse.affine()
-                stats.update_running_stats(block.synapse.norm, scale, shift)
+                state.moments.update_running_stats(block.synapse.norm, scale, shift)
         self._average_across_processes(net)
         return StepResult(loss.detach(), logits.detach())
 
-    def _traces(self, block: _Block) -> EligibilityTraces:
+    def _state(self, block: _Block, w: torch.Tensor, b: Optional[torch.Tensor], training: bool) -> "_BlockState":
         linear = block.synapse.outer is _linear_outer
         activation = self.linear_activation if linear else "triangle"
-        return EligibilityTraces(self.factors, block.synapse.outer, block.neuron.threshold, activation)
+        traces = EligibilityTraces(self.factors, block.synapse.outer, block.neuron.threshold, activation)
+        moments = _ChannelMoments() if block.synapse.norm is not None and training else None
+        return _BlockState(traces, w.detach(), None if b is None else b.detach(), moments)
+
+    def _advance(self, block: _Block, state: "_BlockState", h: torch.Tensor,
+                 labels: Optional[torch.Tensor], classes: int) -> torch.Tensor:
+        """One time step of one block: input ``h [B, ...]`` (no graph) -> the block's output."""
+        with torch.no_grad():
+            current = block.synapse.op(h, state.weight, state.bias)
+            if state.moments is not None:
+                state.moments.add(current)
+            v = torch.zeros_like(current) if state.v is None else state.v
+            u, s, state.v = _lif_step(block.neuron, v, current)
+        m = None
+        if labels is not None:
+            post = functools.partial(block.apply_post, signal=True)
+            if state.projection is None:
+                size = _pool_features(post(s[:1]), block.pool_size).shape[1]
+                state.projection = square_wave_projection(
+                    classes, size, low=self.freqs[0], high=self.freqs[1], dtype=s.dtype, device=s.device
+                )
+            m, _ = learning_signal(s, labels, state.projection, pool_size=block.pool_size, post=post)
+        state.traces.step(h, u, m)
+        with torch.no_grad():
+            return block.apply_post(s)
 
     @staticmethod
     def _write_updates(params, traces: list[EligibilityTraces]) -> None:
