@@ -60,6 +60,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -598,7 +599,7 @@ class TESS:
         self.linear_activation = check_choice(linear_activation, "linear_activation", ACTIVATIONS)
         self.signal_steps = None if signal_steps is None else check_int(signal_steps, "signal_steps", minimum=1)
         self.freqs = (float(low_freq), float(high_freq))
-        self._plans: dict[int, _Plan] = {}
+        self._plans: weakref.WeakKeyDictionary[nn.Module, _Plan] = weakref.WeakKeyDictionary()
 
     def prepare(self, model: nn.Module) -> None:
         """Check that TESS can train every layer of ``model`` (ValueError naming the first it cannot)."""
@@ -606,9 +607,9 @@ class TESS:
 
     def _plan(self, model: nn.Module) -> _Plan:
         model = getattr(model, "module", model)  # DistributedDataParallel
-        plan = self._plans.get(id(model))
+        plan = self._plans.get(model)
         if plan is None:
-            plan = self._plans[id(model)] = plan_model(model, self.pool_sizes)
+            plan = self._plans[model] = plan_model(model, self.pool_sizes)
         return plan
 
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepResult:
