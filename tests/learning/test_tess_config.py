@@ -43,3 +43,10 @@ def test_a_short_tess_run_learns(tmp_path):
     metrics = train_module.run(config(*QUICK, "learning=tess", "trainer.epochs=2"), tmp_path)
     assert metrics["test_accuracy"] > 0.3  # 10 classes
     assert 0 < metrics["spike_rate"] < 1
+
+
+def test_model_configs_for_tess_build_and_tess_accepts_them():
+    for name, shape in (("vgg9", (2, 32, 32)), ("conv_ws", (2, 24, 24)), ("conv", (2, 24, 24)), ("mlp", (2, 24, 24))):
+        cfg = config("learning=tess", f"model={name}", "neuron.backend=torch")
+        model = instantiate(cfg.model, input_shape=shape, num_classes=11, neuron=instantiate(cfg.neuron))
+        instantiate(cfg.learning).prepare(model)
