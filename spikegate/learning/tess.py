@@ -275,8 +275,8 @@ def tess_conv2d_grad(
             f"weight_shape: expected (C_out={u.shape[2]}, C_in/groups, kH, kW), got {weight_shape}"
         )
     outer = _conv_outer(weight_shape, stride, padding, dilation, groups)
-    traces = EligibilityTraces(TraceFactors(lambda_pre, lambda_post, alpha_pre, alpha_post), outer, threshold, activation)
-    return _run_traces(traces, pre, u, m)
+    factors = TraceFactors(lambda_pre, lambda_post, alpha_pre, alpha_post)
+    return _run_traces(EligibilityTraces(factors, outer, threshold, activation), pre, u, m)
 
 
 def square_wave_projection(
