@@ -62,7 +62,7 @@ import math
 import numbers
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +83,7 @@ __all__ = [
     "tess_conv2d_grad",
     "square_wave_projection",
     "learning_signal",
+    "LocalSignal",
 ]
 
 ACTIVATIONS = ("triangle", "fast_sigmoid")
@@ -298,6 +299,12 @@ def _pool_features(y: torch.Tensor, pool_size: Optional[int]) -> torch.Tensor:
     return y.flatten(1)
 
 
+class LocalSignal(NamedTuple):
+    m: torch.Tensor       # gradient of the local loss w.r.t. the spikes, their shape
+    loss: torch.Tensor    # the local loss, scalar
+    output: torch.Tensor  # the block's post-neuron layers applied to the spikes (up to a Flatten)
+
+
 def learning_signal(
     spikes: torch.Tensor,
     labels: torch.Tensor,
@@ -305,7 +312,7 @@ def learning_signal(
     *,
     pool_size: Optional[int],
     post: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> LocalSignal:
     """``m = d CE(a B^T, labels) / d spikes`` for one block at one step.
 
     Args:
@@ -317,18 +324,19 @@ def learning_signal(
         post: the block's stateless layers after the neurons (e.g. its max pool), differentiated through.
 
     Returns:
-        ``(m [shape of spikes], local loss (scalar, detached))``.
+        ``LocalSignal(m [shape of spikes], loss (scalar), output = post(spikes))``, all detached.
     """
     with torch.enable_grad():
         s = spikes.detach().requires_grad_(True)
-        a = _pool_features(post(s) if post is not None else s, pool_size)
+        out = post(s) if post is not None else s
+        a = _pool_features(out, pool_size)
         if a.shape[1] != projection.shape[1]:
             raise ValueError(
                 f"projection: expected [classes, D={a.shape[1]}] for this block, got {tuple(projection.shape)}"
             )
         loss = F.cross_entropy(a @ projection.transpose(0, 1), labels)
         (m,) = torch.autograd.grad(loss, s)
-    return m, loss.detach()
+    return LocalSignal(m, loss.detach(), out.detach())
 
 
 # --- walking a model block by block -------------------------------------------------------------
@@ -457,13 +465,13 @@ class _Block:
     post: list[nn.Module]
     pool_size: Optional[int] = None
 
-    def apply_post(self, y: torch.Tensor, *, signal: bool = False) -> torch.Tensor:
-        """The block's layers after its neurons on one step ``[B, ...]`` (``signal``: up to the first
-        Flatten, the output the learning signal pools)."""
+    def apply_post(self, y: torch.Tensor, *, part: str = "all") -> torch.Tensor:
+        """The block's layers after its neurons on one step ``[B, ...]``: ``part="signal"`` up to
+        the first Flatten (the output the learning signal pools), ``"rest"`` the others."""
+        cut = next((i for i, module in enumerate(self.post) if isinstance(module, nn.Flatten)), len(self.post))
+        modules = {"all": self.post, "signal": self.post[:cut], "rest": self.post[cut:]}[part]
         y = y.unsqueeze(0)
-        for module in self.post:
-            if signal and isinstance(module, nn.Flatten):
-                break
+        for module in modules:
             y = module(y)
         return y.squeeze(0)
 
@@ -664,18 +672,21 @@ class TESS:
                 state.moments.add(current)
             v = torch.zeros_like(current) if state.v is None else state.v
             u, s, state.v = _lif_step(block.neuron, v, current)
-        m = None
-        if labels is not None:
-            post = functools.partial(block.apply_post, signal=True)
-            if state.projection is None:
+        if labels is None:
+            state.traces.step(h, u, None)
+            with torch.no_grad():
+                return block.apply_post(s)
+        post = functools.partial(block.apply_post, part="signal")
+        if state.projection is None:
+            with torch.no_grad():
                 size = _pool_features(post(s[:1]), block.pool_size).shape[1]
-                state.projection = square_wave_projection(
-                    classes, size, low=self.freqs[0], high=self.freqs[1], dtype=s.dtype, device=s.device
-                )
-            m, _ = learning_signal(s, labels, state.projection, pool_size=block.pool_size, post=post)
-        state.traces.step(h, u, m)
+            state.projection = square_wave_projection(
+                classes, size, low=self.freqs[0], high=self.freqs[1], dtype=s.dtype, device=s.device
+            )
+        signal = learning_signal(s, labels, state.projection, pool_size=block.pool_size, post=post)
+        state.traces.step(h, u, signal.m)
         with torch.no_grad():
-            return block.apply_post(s)
+            return block.apply_post(signal.output, part="rest")  # the pooling is done once
 
     @staticmethod
     def _write_updates(params, traces: list[EligibilityTraces]) -> None:

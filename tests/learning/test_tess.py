@@ -110,7 +110,7 @@ def test_learning_signal_matches_the_analytic_gradient_through_pool_and_projecti
     spikes = (torch.rand(Bsz, C, H, H) < 0.5).double()
     labels = torch.tensor([0, 3, 1])
     proj = square_wave_projection(classes, C * p * p, dtype=torch.float64)
-    m, _ = learning_signal(spikes, labels, proj, pool_size=p)
+    m = learning_signal(spikes, labels, proj, pool_size=p).m
     # a[b, c*p*p + i*p + j] = mean of the (H/p x H/p) window (i, j) of channel c
     w = H // p
     a = spikes.reshape(Bsz, C, p, w, p, w).mean(dim=(3, 5)).reshape(Bsz, -1)
