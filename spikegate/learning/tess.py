@@ -570,6 +570,12 @@ def _lif_step(neuron: LIF, v: torch.Tensor, current: torch.Tensor):
     return u, s, v
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The network inside a (Distributed)DataParallel wrapper, whose forward TESS does not use."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
 class TESS:
     """TESS as a learning rule for ``spikegate train learning=tess`` (see the module docstring).
 
@@ -614,7 +620,7 @@ class TESS:
         self._plan(model)
 
     def _plan(self, model: nn.Module) -> _Plan:
-        model = getattr(model, "module", model)  # DistributedDataParallel
+        model = _unwrapped(model)
         plan = self._plans.get(model)
         if plan is None:
             plan = self._plans[model] = plan_model(model, self.pool_sizes)
@@ -625,7 +631,7 @@ class TESS:
         every spiking layer and the readout's gradient into ``.grad``, and return the readout's
         loss and time-averaged logits."""
         plan = self._plan(model)
-        net = getattr(model, "module", model)
+        net = _unwrapped(model)
         if hasattr(net, "input_shape"):
             check_input(x, net.input_shape)
         if not isinstance(y, torch.Tensor) or y.shape != x.shape[1:2]:

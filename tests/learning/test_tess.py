@@ -358,3 +358,16 @@ def test_updates_are_averaged_across_processes_when_distributed(monkeypatch):
     assert len(reduced) == len(alone)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, 2 * alone[n])
+
+
+def test_a_data_parallel_wrapper_trains_the_network_inside():
+    torch.manual_seed(10)
+    model = SpikingMLP((1, 4, 4), 3, NEURON, hidden=(6,))
+    x = (torch.rand(4, 2, 1, 4, 4) < 0.5).float()
+    y = torch.tensor([0, 2])
+    TESS().step(model, x, y)
+    alone = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    TESS().step(nn.DataParallel(model), x, y)
+    for p, g in zip(model.parameters(), alone):
+        torch.testing.assert_close(p.grad, g)
