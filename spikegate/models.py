@@ -15,7 +15,7 @@ from torch import nn
 
 from spikegate.neurons.sequential import SpikesOnly
 
-__all__ = ["SpikingMLP", "SpikingConvNet", "check_input"]
+__all__ = ["SpikingMLP", "SpikingConvNet", "SpikingVGG", "WSConv2d", "check_input"]
 
 NeuronFactory = Callable[..., nn.Module]
 
@@ -99,3 +99,67 @@ class SpikingConvNet(_SpikingNet):
             c, h, w = out, h // 2, w // 2
         layers += [nn.Flatten(2), nn.Linear(c * h * w, num_classes)]
         self.body = nn.Sequential(*layers)
+
+
+class WSConv2d(nn.Conv2d):
+    """Conv2d with weight standardisation and a learned per-channel gain (the TESS authors' form).
+
+    ``w_hat = gain * (w - mean(w)) / sqrt(var(w) * fan_in + eps)`` per output channel (mean and
+    unbiased variance over ``[C_in/groups, kH, kW]``), which keeps each channel's input current
+    at a scale the neuron threshold can use without batch statistics (unlike BatchNorm, it does
+    not couple the samples or time steps of a batch).
+    """
+
+    def __init__(self, *args, eps: float = 1e-4, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.eps = eps
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+
+    def standardized_weight(self) -> torch.Tensor:
+        """The weight the convolution uses, ``[C_out, C_in/groups, kH, kW]``."""
+        w = self.weight
+        fan_in = w[0].numel()
+        mean = w.mean(dim=(1, 2, 3), keepdim=True)
+        var = w.var(dim=(1, 2, 3), keepdim=True)
+        return self.gain * (w - mean) / torch.sqrt(var * fan_in + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.standardized_weight(), self.bias)
+
+
+class SpikingVGG(_SpikingNet):
+    """VGG-style spiking net: (WSConv3x3 -> spiking neuron [-> MaxPool2]) per entry, then an
+    adaptive average pool to ``global_pool x global_pool`` and a Linear readout.
+
+    ``layers`` lists output channels; an ``"M"`` after an entry adds a 2x2 max pool to that block.
+    The default is the VGG-9 of the TESS paper: 64C3, 128C3-MP2, 256C3, 256C3-MP2, 512C3,
+    512C3-MP2, 512C3, 512C3, avg-pool, linear. ``weight_standardization=False`` uses plain Conv2d.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        neuron: NeuronFactory,
+        layers: Sequence[int | str] = (64, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+        global_pool: int = 1,
+        weight_standardization: bool = True,
+    ) -> None:
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        c, h, w = self.input_shape
+        conv = WSConv2d if weight_standardization else nn.Conv2d
+        body: list[nn.Module] = []
+        for i, entry in enumerate(layers):
+            if entry == "M":
+                if i == 0 or layers[i - 1] == "M":
+                    raise ValueError(f"layers: expected 'M' only after a channel count, got {list(layers)}")
+                body.append(PerStep(nn.MaxPool2d(2)))
+                h, w = h // 2, w // 2
+                continue
+            if isinstance(entry, bool) or not isinstance(entry, int) or entry < 1:
+                raise ValueError(f"layers: expected channel counts >= 1 or 'M', got {entry!r} in {list(layers)}")
+            body += [PerStep(conv(c, entry, 3, padding=1, bias=False)), SpikingNeuron(neuron(shape=(entry, h, w)))]
+            c = entry
+        body += [PerStep(nn.AdaptiveAvgPool2d(global_pool)), nn.Flatten(2), nn.Linear(c * global_pool**2, num_classes)]
+        self.body = nn.Sequential(*body)
