@@ -5,6 +5,7 @@
     spikegate energy RUN_DIR [preset=...]  energy per inference, layer by layer (energy.json/.md/.png)
     spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
     spikegate report DIR                   tabulate the metrics.json of the runs under DIR (a sweep)
+    spikegate generate RUN_DIR --prompt P  sample text from a trained language-model run
 """
 
 from __future__ import annotations
@@ -23,21 +24,15 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _train(cfg: DictConfig) -> float:
+    from spikegate.tasks import task_from_config
     from spikegate.train import run
 
     run_dir = HydraConfig.get().runtime.output_dir
+    task = task_from_config(cfg)
     metrics = run(cfg, run_dir)
-    print(f"\n{_summary(metrics)}  |  {metrics['epochs']} epochs in {metrics['wall_s']:.0f} s\n"
+    print(f"\n{task.summary(metrics)}  |  {metrics['epochs']} epochs in {metrics['wall_s']:.0f} s\n"
           f"run directory: {run_dir}")
-    return metrics["test_accuracy"]
-
-
-def _summary(scores: dict) -> str:
-    return (
-        f"test accuracy {100 * scores['test_accuracy']:.1f}%  |  spike rate {scores['spike_rate']:.3f}  |  "
-        f"SynOps/inference {scores['synops_per_inference']:.3g}  |  "
-        f"energy/inference {scores['energy_pj_per_inference'] / 1e6:.3g} uJ"
-    )
+    return metrics[task.primary]
 
 
 def _bench(args: list[str]) -> int:
@@ -56,7 +51,10 @@ def _bench(args: list[str]) -> int:
 
 
 def _evaluate(args: list[str]) -> int:
+    from omegaconf import OmegaConf
+
     from spikegate.checkpoint import CheckpointError
+    from spikegate.tasks import task_from_config
     from spikegate.train import evaluate_run
 
     if len(args) != 1:
@@ -67,7 +65,33 @@ def _evaluate(args: list[str]) -> int:
     except CheckpointError as err:
         print(err, file=sys.stderr)
         return 2
-    print(f"{_summary(scores)}  |  after {scores['epochs']} epochs")
+    task = task_from_config(OmegaConf.load(Path(args[0]) / "config.yaml"))
+    print(f"{task.summary(scores)}  |  after {scores['epochs']} epochs")
+    return 0
+
+
+def _generate(args: list[str]) -> int:
+    import argparse
+
+    from spikegate.checkpoint import CheckpointError
+    from spikegate.language_model import generate_from_run
+
+    parser = argparse.ArgumentParser(prog="spikegate generate",
+                                     description="Sample bytes from a trained language-model run.")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--prompt", required=True, help="text to continue (UTF-8)")
+    parser.add_argument("--tokens", type=int, default=200, help="bytes to sample (default 200)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    parser.add_argument("--top-k", type=int, default=40, help="sample from the k likeliest (default 40; 0 = all)")
+    parser.add_argument("--seed", type=int, default=0)
+    ns = parser.parse_args(args)
+    try:
+        text = generate_from_run(ns.run_dir, ns.prompt, tokens=ns.tokens, temperature=ns.temperature,
+                                 top_k=ns.top_k or None, seed=ns.seed)
+    except (CheckpointError, ValueError, TypeError, FileNotFoundError) as err:
+        print(f"spikegate generate: {err}", file=sys.stderr)
+        return 2
+    print(text)
     return 0
 
 
@@ -103,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         return _report(rest)
     if command == "evaluate":
         return _evaluate(rest)
+    if command == "generate":
+        return _generate(rest)
     if command == "energy":
         from spikegate.energy.command import main as energy_main
 
         return energy_main(rest)
-    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'energy', 'bench', 'report']\n\nusage:\n{USAGE}",
+    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'energy', 'generate', 'bench', 'report']\n\nusage:\n{USAGE}",
           file=sys.stderr)
     return 2
 

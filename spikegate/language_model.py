@@ -204,3 +204,42 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 def bits_per_byte(loss_nats: float) -> float:
     """Cross entropy per byte in bits (the perplexity is ``exp(loss_nats)``)."""
     return loss_nats / math.log(2)
+
+
+def generate_from_run(
+    run_dir, prompt: str, *, tokens: int = 200, temperature: float = 0.8,
+    top_k: Optional[int] = 40, seed: int = 0, device: str = "auto",
+) -> str:
+    """Continue ``prompt`` (UTF-8 text) with ``tokens`` sampled bytes from the trained LM in
+    ``run_dir`` (its ``config.yaml`` and ``checkpoint.pt``); returns prompt and continuation,
+    decoded as UTF-8 (an invalid byte sequence shows as U+FFFD). Seeded: the same arguments give
+    the same text on one machine."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from spikegate.checkpoint import CheckpointError, load_checkpoint
+    from spikegate.tasks import LanguageModelTask, task_from_config
+    from spikegate.train import _build, _device, _fingerprint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"generate: expected a run directory with config.yaml, got {run_dir}")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    task = task_from_config(cfg)
+    if not isinstance(task, LanguageModelTask):
+        raise ValueError(
+            f"generate: expected a language-model run (task=language_model), got a "
+            f"{type(task).__name__} run in {run_dir}"
+        )
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt: expected text, got {type(prompt).__name__}")
+    check_int(tokens, "tokens", minimum=0)
+    dev = _device(device)
+    _, model, _ = _build(cfg, dev)
+    model.load_state_dict(load_checkpoint(run_dir, fingerprint=_fingerprint(cfg))["model"])
+    model.eval()
+    ids = torch.tensor(list(prompt.encode("utf-8")), dtype=torch.int64, device=dev)[:, None]
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    out = model.generate(ids, tokens, temperature=temperature, top_k=top_k, generator=generator)
+    return bytes(out[:, 0].tolist()).decode("utf-8", errors="replace")
