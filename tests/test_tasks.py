@@ -161,3 +161,19 @@ def test_generate_command_samples_and_names_bad_input(lm_run, tmp_path):
     assert "context=24" in too_long.stderr and "got 25" in too_long.stderr
     not_a_run = generate(str(tmp_path), "--prompt", "a")
     assert not_a_run.returncode == 2 and "config.yaml" in not_a_run.stderr
+
+
+def test_lm_energy_per_token_is_the_estimators_per_sequence_energy_over_its_length(lm_run):
+    from torch.utils.data import DataLoader
+
+    from spikegate.energy import estimate_energy
+
+    run_dir, metrics = lm_run
+    model, cfg = _trained_model(run_dir)
+    data = PythonSourceData(context=cfg.dataset.context, max_train_bytes=cfg.dataset.max_train_bytes,
+                            max_validation_bytes=cfg.dataset.max_validation_bytes)
+    per_sequence = estimate_energy(model, DataLoader(data.test, batch_size=7))
+    assert per_sequence.not_counted == []
+    T = cfg.dataset.context
+    assert metrics["energy_pj_per_token"] == pytest.approx(per_sequence.energy_pj / T, rel=1e-6)
+    assert metrics["synops_per_token"] == pytest.approx(per_sequence.synops / T, rel=1e-6)
