@@ -104,7 +104,7 @@ def _report(args: list[str]) -> int:
     try:
         rows = collect_runs(args[0])
         print(format_table(rows))
-        print(f"accuracy vs energy: {plot_sweep(args[0], rows)}", file=sys.stderr)  # stdout: the table
+        print(f"plot: {plot_sweep(args[0], rows)}", file=sys.stderr)  # stdout: the table
     except FileNotFoundError as err:
         print(err, file=sys.stderr)
         return 2
