@@ -341,3 +341,18 @@ def test_mixer_errors_name_the_argument():
     mixer = DualPathMixer(16, 2)
     with pytest.raises(ValueError, match=r"s, x: expected two tensors \[T, B, 16\]"):
         mixer(torch.zeros(3, 2, 8), torch.zeros(3, 2, 8))
+
+
+def test_topk_encoder_keeps_the_k_largest_channels_with_a_straight_through_gradient():
+    from spikegate.neurons.dualpath import TopKEncoder
+
+    x = torch.tensor([[[0.3, -1.0, 2.0, 0.1, 0.7]], [[-0.5, -0.2, -0.9, -0.1, -3.0]]],
+                     dtype=torch.float64, requires_grad=True)                     # [T=2, B=1, 5]
+    s, state = TopKEncoder(2)(x)
+    want = torch.tensor([[[0.0, 0, 1, 0, 1]], [[0.0, 1, 0, 1, 0]]], dtype=torch.float64)
+    assert torch.equal(s.detach(), want) and torch.equal(state, torch.zeros(1, 5, dtype=torch.float64))
+    weights = torch.randn(2, 1, 5, dtype=torch.float64)
+    (s * weights).sum().backward()
+    assert torch.equal(x.grad, weights)                                # ds/dx = 1 everywhere
+    with pytest.raises(ValueError, match="topk: expected at most the width 5, got 6"):
+        TopKEncoder(6)(x)
