@@ -85,6 +85,13 @@ def plot_sweep(root: str | Path, rows: list[dict]) -> Path:
     return plot_accuracy_vs_energy(rows, Path(root) / "accuracy_vs_energy.png")
 
 
+def _varying_overrides(rows: list[dict]) -> list[str]:
+    """Each row's overrides without those every row shares (short plot labels)."""
+    split = [(r["overrides"] or "").split() for r in rows]
+    shared = set.intersection(*map(set, split)) if len(split) > 1 else set()
+    return [" ".join(o for o in s if o not in shared) or r["run"] for s, r in zip(split, rows)]
+
+
 def plot_loss_and_sparsity(rows: list[dict], path: Path) -> Path:
     """Bars per language-model run: validation bits per byte, and the encoder's zero-spike
     fraction and the inactive-token fraction (written atomically)."""
@@ -96,7 +103,7 @@ def plot_loss_and_sparsity(rows: list[dict], path: Path) -> Path:
     from spikegate.atomic import atomic_write
 
     runs = sorted((r for r in rows if r.get("val_bpb") is not None), key=_rank)
-    labels = [r["overrides"] or r["run"] for r in runs]
+    labels = _varying_overrides(runs)
     at = range(len(runs))
     fig, (ax_bpb, ax_sparse) = plt.subplots(1, 2, figsize=(10, 0.5 * len(runs) + 2.2))
     ax_bpb.barh(list(at), [r["val_bpb"] for r in runs])

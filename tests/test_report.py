@@ -50,3 +50,12 @@ def test_classification_sweep_keeps_its_columns(tmp_path):
                     "energy_pj_per_inference", "bit_budget_per_inference", "epochs", "wall_s"]
     assert [r["test_accuracy"] for r in rows] == ["75.0%", "50.0%"]
     assert plot_sweep(tmp_path, collect_runs(tmp_path)).name == "accuracy_vs_energy.png"
+
+
+def test_plot_labels_keep_only_the_overrides_that_vary():
+    from spikegate.report import _varying_overrides
+
+    rows = [{"overrides": "ablation=full experiment=x seed=0", "run": "0"},
+            {"overrides": "ablation=topk experiment=x seed=0", "run": "1"}]
+    assert _varying_overrides(rows) == ["ablation=full", "ablation=topk"]
+    assert _varying_overrides([{"overrides": "", "run": "solo"}]) == ["solo"]
