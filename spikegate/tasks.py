@@ -7,7 +7,8 @@ optimisers, checkpoints or run directories:
 * ``batch(x, y, device)``: a collated batch (``[B, T, ...]``) as the model takes it (time-major);
 * ``loss(logits, y)``: the scalar the learning rule minimises (given to the rule, see
   :mod:`spikegate.learning`);
-* ``samples(y)`` and ``train_correct(logits, y)``: what the epoch's training row averages;
+* ``samples(y)``, ``train_correct(logits, y)`` and ``train_row(loss, correct, seen)``: the
+  epoch's training row (loss and accuracy, averaged over samples);
 * ``evaluate(model, loader, device, energy)``: the scores written per epoch and into
   ``metrics.json`` (accuracy or bits per byte, activity, energy);
 * ``final_metrics(row)``, ``summary(scores)``, ``epoch_line(row)`` and ``primary``: what the run
