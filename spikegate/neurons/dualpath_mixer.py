@@ -131,7 +131,9 @@ class SpikeGatedAttention(nn.Module):
 
     def attention_products(self, inputs, output):
         """``Q K^T`` and ``A V`` over the scored pairs of every head; Q, K and V come from the
-        continuous stream, so each term is a multiply-accumulate."""
+        continuous stream, so each term is a multiply-accumulate. Left out: the softmax (an exp
+        per scored pair) and RoPE (about 3 operations per element of Q and K), small beside the
+        ``2 Dh`` MACs per pair and the ``D^2`` per token of the projections."""
         from spikegate.energy.attention import AttentionProducts
 
         q, k, pairs = inputs[0], inputs[1], inputs[7]
