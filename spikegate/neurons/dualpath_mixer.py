@@ -13,6 +13,11 @@ Inputs per block: spikes ``s [T, B, D]`` (0/1) and the continuous residual strea
 * Fusion ``o = g attn + (1 - g) decay``, ``g = sigmoid(gamma)``, gamma init 0; then
   ``x' = LayerNorm(x + W_o o)``.
 
+The recurrence, the attention and the fusion are small modules (:class:`DecayRecurrence`,
+:class:`SpikeGatedAttention`, :class:`GatedFusion`; their parameters are ``decay.logit`` and
+``fusion.logit``) so that the energy estimator prices each where it runs: the recurrence per state
+value and token, the attention over the pairs it scores.
+
 :class:`DualPathBlock` adds the spiking feed-forward and the block's output spikes
 ``H(x'' - threshold)``. A block called with a :class:`MixerState` continues a sequence: the decay
 state, the keys/values/activity of the positions a later query can still see (the last
@@ -41,7 +46,7 @@ from .spike_attention import (
     spike_gated_attention,
     window_anchor_mask,
 )
-from .surrogate import SurrogateLike, get_surrogate
+from .surrogate import SurrogateLike
 
 __all__ = [
     "MixerState", "MixerActivity", "DecayRecurrence", "SpikeGatedAttention", "GatedFusion",
