@@ -100,3 +100,9 @@ def test_language_model_counts_every_layer():
     spiking = [rows[n] for n in ("encoder", "blocks.0.ffn.spike", "blocks.0.spike")]
     want = sum(r.spikes for r in spiking) / sum(r.neuron_steps for r in spiking)
     assert report.spike_rate == pytest.approx(want)
+
+
+def test_language_model_input_must_be_token_ids_time_major():
+    model = SpikingByteLM(vocab_size=8, width=8, heads=2, layers=1, hidden=8, context=6, window=2)
+    with pytest.raises(ValueError, match=r"inputs: expected a time-major batch \[T, B\] .*got shape \(4, 2, 3\)"):
+        estimate_energy(model, torch.zeros(4, 2, 3, dtype=torch.int64))
