@@ -146,45 +146,39 @@ class LanguageModelTask:
                 "train_accuracy": correct / max(seen, 1)}
 
     def evaluate(self, model, loader: DataLoader, device: torch.device, energy=None) -> dict[str, Any]:
+        """Validation scores (class docstring) on ``loader``; sums stay on the device until the
+        end. Rates are token-weighted means over batches (every block sees every token)."""
         model.eval()
-        nats = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.float64, device=device)
-        encoder = torch.zeros((), dtype=torch.float64, device=device)
-        blocks = hidden = inactive = None
-        tokens = batches = 0
+        sums: dict[str, torch.Tensor] = {}
+        tokens = 0
         with torch.no_grad(), EnergyCounter(model) as counter:
             for x, y in loader:
                 x, y = self.batch(x, y, device)
                 out = model(x)
                 n = y.numel()
-                # one token = one inference of one time step
-                counter.add_samples(n, time_steps=1)
-                nats += F.cross_entropy(out.logits.reshape(n, -1).float(), y.reshape(-1),
-                                        reduction="sum")
-                correct += (out.logits.argmax(-1) == y).sum()
-                # every block sees every token, so token-weighted means of per-batch rates
-                encoder += out.encoder_spike_rate * n
-                rates = [torch.stack(r) * n for r in
-                         (out.block_spike_rates, out.hidden_spike_rates, out.inactive_token_fractions)]
-                if blocks is None:
-                    blocks, hidden, inactive = rates
-                else:
-                    blocks, hidden, inactive = blocks + rates[0], hidden + rates[1], inactive + rates[2]
+                counter.add_samples(n, time_steps=1)  # one token = one inference of one step
+                _accumulate(
+                    sums,
+                    nats=F.cross_entropy(out.logits.reshape(n, -1).float(), y.reshape(-1), reduction="sum"),
+                    correct=(out.logits.argmax(-1) == y).sum(),
+                    encoder=out.encoder_spike_rate * n,
+                    blocks=torch.stack(out.block_spike_rates) * n,
+                    hidden=torch.stack(out.hidden_spike_rates) * n,
+                    inactive=torch.stack(out.inactive_token_fractions) * n,
+                )
                 tokens += n
-                batches += 1
         if not tokens:
             raise ValueError("loader: expected at least one validation window, got none")
         report = EnergyReport.from_counts(counter.counts(), preset_from_config(energy))
-        loss = float(nats) / tokens
+        mean = {k: (v / tokens).tolist() for k, v in sums.items()}
+        loss = mean["nats"]
         per_token = {f"{k}_per_token": v for k, v in _per_token(report.metrics()).items()}
         return {
             "val_loss": loss, "val_bpb": loss / math.log(2), "perplexity": math.exp(min(loss, 700.0)),
-            "val_accuracy": float(correct) / tokens,
-            "encoder_zero_fraction": 1 - float(encoder) / tokens,
-            "block_spike_rates": (blocks / tokens).tolist(),
-            "hidden_spike_rates": (hidden / tokens).tolist(),
-            "inactive_token_fractions": (inactive / tokens).tolist(),
-            "inactive_token_fraction": float(inactive.mean()) / tokens,
+            "val_accuracy": mean["correct"], "encoder_zero_fraction": 1 - mean["encoder"],
+            "block_spike_rates": mean["blocks"], "hidden_spike_rates": mean["hidden"],
+            "inactive_token_fractions": mean["inactive"],
+            "inactive_token_fraction": sum(mean["inactive"]) / len(mean["inactive"]),
             "spike_rate": report.spike_rate, **per_token, "energy_preset": report.preset.name,
         }
 
@@ -206,6 +200,13 @@ class LanguageModelTask:
     def epoch_line(self, row: dict[str, Any]) -> str:
         return (f"train bpb {row['train_bpb']:.3f}  val bpb {row['val_bpb']:.3f}  "
                 f"inactive tokens {row['inactive_token_fraction']:.3f}")
+
+
+def _accumulate(sums: dict[str, torch.Tensor], **values: torch.Tensor) -> None:
+    """Add each value into ``sums`` (float64, on the values' device: no host sync)."""
+    for key, value in values.items():
+        value = value.to(torch.float64)
+        sums[key] = sums[key] + value if key in sums else value
 
 
 def _per_token(energy_metrics: dict[str, Any]) -> dict[str, float]:
