@@ -177,3 +177,11 @@ def test_lm_energy_per_token_is_the_estimators_per_sequence_energy_over_its_leng
     T = cfg.dataset.context
     assert metrics["energy_pj_per_token"] == pytest.approx(per_sequence.energy_pj / T, rel=1e-6)
     assert metrics["synops_per_token"] == pytest.approx(per_sequence.synops / T, rel=1e-6)
+
+
+def test_evaluate_scores_an_lm_run_again(lm_run):
+    run_dir, metrics = lm_run
+    again = train_module.evaluate_run(run_dir, device="cpu")
+    assert again["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-6)
+    assert again["inactive_token_fractions"] == pytest.approx(metrics["inactive_token_fractions"])
+    assert json.loads((run_dir / "evaluation.json").read_text())["epochs"] == 2
