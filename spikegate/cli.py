@@ -6,6 +6,7 @@
     spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
     spikegate report DIR [--format csv]    tabulate the runs under DIR (a sweep): per run, mean/std over seeds,
                                            learning curves, accuracy vs energy, the runs that failed
+    spikegate generate RUN_DIR --prompt P  sample text from a trained language-model run
     spikegate plot RUN_DIR [OPTIONS]       one test sample: input, spike raster, membrane traces, firing rates
                                            (--sample N, --layer NAME, --out PATH; into RUN_DIR/sample_N.png)
 
@@ -35,7 +36,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _train(cfg: DictConfig) -> float:
     with one_line_errors("spikegate train"):
+        from spikegate.tasks import task_from_config
         from spikegate.train import run
+
+        task = task_from_config(cfg)
 
         asked = Path(HydraConfig.get().runtime.output_dir)
         resuming = cfg.trainer.resume is True or cfg.trainer.resume == "true"
@@ -53,9 +57,9 @@ def _train(cfg: DictConfig) -> float:
             claim.release(keep=(claim.path / "checkpoint.pt").is_file())
             raise
         claim.release()
-    print(f"\n{_summary(metrics)}  |  {_count(metrics['epochs'], 'epoch')} in {metrics['wall_s']:.0f} s\n"
+    print(f"\n{task.summary(metrics)}  |  {_count(metrics['epochs'], 'epoch')} in {metrics['wall_s']:.0f} s\n"
           f"run directory: {_shown(claim.path)}")
-    return metrics["test_accuracy"]
+    return metrics[task.primary]
 
 
 def _shown(path: Path) -> str:
@@ -95,13 +99,6 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _summary(scores: dict) -> str:
-    return (
-        f"test accuracy {100 * scores['test_accuracy']:.1f}%  |  spike rate {scores['spike_rate']:.3f}  |  "
-        f"SynOps/inference {scores['synops_per_inference']:.3g}  |  "
-        f"energy/inference {scores['energy_pj_per_inference']:.3g} pJ"
-    )
-
 
 def _benchmarks() -> list[str]:
     """The benchmark scripts beside the package (the shared harness is not one)."""
@@ -130,6 +127,9 @@ def _evaluate(args: list[str]) -> int:
         print("usage: spikegate evaluate RUN_DIR", file=sys.stdout if asked else sys.stderr)
         return 0 if asked else EXIT_USER_ERROR
     with one_line_errors("spikegate evaluate"):
+        from omegaconf import OmegaConf
+
+        from spikegate.tasks import task_from_config
         from spikegate.train import evaluate_run
 
         run_dir = Path(args[0])
@@ -140,7 +140,33 @@ def _evaluate(args: list[str]) -> int:
         finally:
             if claim is not None:
                 claim.release()
-    print(f"{_summary(scores)}  |  after {_count(scores['epochs'], 'epoch')}")
+        task = task_from_config(OmegaConf.load(run_dir / "config.yaml"))
+    print(f"{task.summary(scores)}  |  after {_count(scores['epochs'], 'epoch')}")
+    return 0
+
+
+def _generate(args: list[str]) -> int:
+    import argparse
+
+    from spikegate.checkpoint import CheckpointError
+    from spikegate.language_model import generate_from_run
+
+    parser = argparse.ArgumentParser(prog="spikegate generate",
+                                     description="Sample bytes from a trained language-model run.")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--prompt", required=True, help="text to continue (UTF-8)")
+    parser.add_argument("--tokens", type=int, default=200, help="bytes to sample (default 200)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    parser.add_argument("--top-k", type=int, default=40, help="sample from the k likeliest (default 40; 0 = all)")
+    parser.add_argument("--seed", type=int, default=0)
+    ns = parser.parse_args(args)
+    try:
+        text = generate_from_run(ns.run_dir, ns.prompt, tokens=ns.tokens, temperature=ns.temperature,
+                                 top_k=ns.top_k or None, seed=ns.seed)
+    except (CheckpointError, ValueError, TypeError, FileNotFoundError) as err:
+        print(f"spikegate generate: {err}", file=sys.stderr)
+        return 2
+    print(text)
     return 0
 
 
@@ -177,6 +203,8 @@ def _dispatch(argv: list[str]) -> int:
         return _report(rest)
     if command == "evaluate":
         return _evaluate(rest)
+    if command == "generate":
+        return _generate(rest)
     if command == "energy":
         from spikegate.energy.command import main as energy_main
 
@@ -185,7 +213,7 @@ def _dispatch(argv: list[str]) -> int:
         from spikegate.plot import main as plot_main
 
         return plot_main(rest)
-    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'energy', 'bench', 'report', 'plot']\n\nusage:\n{USAGE}",
+    print(f"spikegate: unknown command {command!r}; expected one of ['train', 'evaluate', 'energy', 'bench', 'report', 'plot', 'generate']\n\nusage:\n{USAGE}",
           file=sys.stderr)
     return 2
 

@@ -21,14 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikegate.arguments import check_int, check_real
-from spikegate.neurons.dualpath import SpikeEncoder
+from spikegate.arguments import check_choice, check_int, check_real
+from spikegate.neurons.dualpath import SpikeEncoder, TopKEncoder
 from spikegate.neurons.dualpath_mixer import DualPathBlock, MixerState
 
 __all__ = [
     "SpikingByteLM", "LanguageModelState", "LanguageModelOutput", "next_token_loss",
-    "bits_per_byte", "sample_next",
+    "bits_per_byte", "sample_next", "ENCODERS",
 ]
+
+ENCODERS = ("lif", "topk")
 
 
 @dataclass
@@ -69,16 +71,22 @@ class SpikingByteLM(nn.Module):
         window, anchors: attention window (>= 1) and anchor positions.
         leak, threshold, bptt: the spike encoder's (threshold also the blocks').
         paths: ``"both"``, ``"decay"`` or ``"attention"`` (ablations).
+        encoder: ``"lif"`` (the spike encoder) or ``"topk"`` (ablation: a spike on the ``topk``
+            largest channels of each token, straight-through gradient; see
+            :class:`~spikegate.neurons.dualpath.TopKEncoder`).
         dropout; backend (decay scan), attention_backend: as in ``DualPathMixer``.
 
     ``forward(tokens [T, B], state=None, *, keep_state=False) -> LanguageModelOutput``.
     """
+
+    input_shape = ()  # one token id per position and sequence: inputs are [T, B]
 
     def __init__(
         self, vocab_size: int = 256, width: int = 128, heads: int = 4, layers: int = 2,
         hidden: int = 512, context: int = 256, window: int = 64, anchors: int = 4,
         leak: float = 0.95, threshold: float = 1.0, bptt: bool = False, paths: str = "both",
         dropout: float = 0.0, backend: str = "auto", attention_backend: str = "auto",
+        encoder: str = "lif", topk: int = 16,
     ) -> None:
         super().__init__()
         self.vocab_size = check_int(vocab_size, "vocab_size", minimum=2)
@@ -86,7 +94,12 @@ class SpikingByteLM(nn.Module):
         check_int(layers, "layers", minimum=1)
         self.embedding = nn.Embedding(vocab_size, width)
         self.embedding_norm = nn.LayerNorm(width)
-        self.encoder = SpikeEncoder(leak=leak, threshold=threshold, bptt=bptt)
+        if check_choice(encoder, "encoder", ENCODERS) == "topk":
+            if check_int(topk, "topk", minimum=1) > width:
+                raise ValueError(f"topk: expected at most width={width}, got {topk}")
+            self.encoder: nn.Module = TopKEncoder(topk)
+        else:
+            self.encoder = SpikeEncoder(leak=leak, threshold=threshold, bptt=bptt)
         self.blocks = nn.ModuleList(
             DualPathBlock(
                 width, heads, hidden, window=window, anchors=anchors, threshold=threshold,
@@ -191,3 +204,42 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 def bits_per_byte(loss_nats: float) -> float:
     """Cross entropy per byte in bits (the perplexity is ``exp(loss_nats)``)."""
     return loss_nats / math.log(2)
+
+
+def generate_from_run(
+    run_dir, prompt: str, *, tokens: int = 200, temperature: float = 0.8,
+    top_k: Optional[int] = 40, seed: int = 0, device: str = "auto",
+) -> str:
+    """Continue ``prompt`` (UTF-8 text) with ``tokens`` sampled bytes from the trained LM in
+    ``run_dir`` (its ``config.yaml`` and ``checkpoint.pt``); returns prompt and continuation,
+    decoded as UTF-8 (an invalid byte sequence shows as U+FFFD). Seeded: the same arguments give
+    the same text on one machine."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from spikegate.checkpoint import CheckpointError, load_checkpoint
+    from spikegate.tasks import LanguageModelTask, task_from_config
+    from spikegate.train import _build, _device, _fingerprint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"generate: expected a run directory with config.yaml, got {run_dir}")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    task = task_from_config(cfg)
+    if not isinstance(task, LanguageModelTask):
+        raise ValueError(
+            f"generate: expected a language-model run (task=language_model), got a "
+            f"{type(task).__name__} run in {run_dir}"
+        )
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt: expected text, got {type(prompt).__name__}")
+    check_int(tokens, "tokens", minimum=0)
+    dev = _device(device)
+    _, model, _ = _build(cfg, dev)
+    model.load_state_dict(load_checkpoint(run_dir, fingerprint=_fingerprint(cfg))["model"])
+    model.eval()
+    ids = torch.tensor(list(prompt.encode("utf-8")), dtype=torch.int64, device=dev)[:, None]
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    out = model.generate(ids, tokens, temperature=temperature, top_k=top_k, generator=generator)
+    return bytes(out[:, 0].tolist()).decode("utf-8", errors="replace")

@@ -1,4 +1,8 @@
-"""Tabulate the runs of a sweep: ``spikegate report multirun/2026-11-23/12-00-00``."""
+"""Tabulate the runs of a sweep: ``spikegate report multirun/2026-11-23/12-00-00``.
+
+The columns follow what the runs' ``metrics.json`` hold: classification runs show accuracy and
+energy per inference, language-model runs validation loss, bits per byte, perplexity, sparsity
+and energy per token; a column appears when at least one run has it."""
 
 from __future__ import annotations
 
@@ -13,15 +17,18 @@ from typing import Optional
 import yaml
 from omegaconf import OmegaConf
 
+from spikegate.atomic import atomic_write
 from spikegate.run_directory import run_digest
 
-from spikegate.atomic import atomic_write
+__all__ = ["collect_runs", "columns", "format_table", "plot_sweep", "plot_loss_and_sparsity", "find_failures",
+           "group_runs", "format_groups", "format_csv", "format_groups_csv", "plot_learning_curves",
+           "write_report", "main"]
 
-__all__ = ["collect_runs", "format_table", "plot_sweep", "find_failures", "group_runs", "format_groups",
-           "format_csv", "format_groups_csv", "plot_learning_curves", "write_report", "main"]
-
-COLUMNS = ("test_accuracy", "spike_rate", "synops_per_inference", "energy_pj_per_inference",
-           "bit_budget_per_inference", "epochs", "wall_s")
+# every column a run may have, in table order (classification, then language modelling, then both)
+COLUMNS = ("test_accuracy", "val_loss", "val_bpb", "perplexity", "encoder_zero_fraction",
+           "inactive_token_fraction", "block_spike_rates", "spike_rate", "synops_per_inference",
+           "energy_pj_per_inference", "bit_budget_per_inference", "synops_per_token",
+           "energy_pj_per_token", "epochs", "wall_s")
 
 
 def _mixed_files(run_dir: Path, metrics: dict) -> Optional[str]:
@@ -73,6 +80,8 @@ def _cell(key: str, value) -> str:
         return "-"
     if key == "test_accuracy":
         return f"{100 * value:.1f}%"
+    if isinstance(value, list):  # per block
+        return "/".join(f"{v:.3g}" for v in value)
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
@@ -85,18 +94,36 @@ def _overrides_label(row: dict) -> str:
     return "(defaults)" if row["run"] == "." else f"(defaults) {row['run']}"
 
 
+def columns(rows: list[dict]) -> list[str]:
+    """The columns of :data:`COLUMNS` that at least one row holds."""
+    return [k for k in COLUMNS if any(r.get(k) is not None for r in rows)]
+
+
+def _rank(row: dict) -> tuple:
+    """Best first: highest accuracy, then lowest bits per byte (runs without either last)."""
+    accuracy, bpb = row.get("test_accuracy"), row.get("val_bpb")
+    return (-(accuracy if accuracy is not None else -1), bpb if bpb is not None else float("inf"))
+
+
 def format_table(rows: list[dict]) -> str:
-    """A markdown table, best accuracy first."""
-    rows = sorted(rows, key=lambda r: -(r["test_accuracy"] or 0))
-    head = ["overrides", *COLUMNS]
+    """A markdown table of the columns the runs hold, best run first (accuracy, then val_bpb)."""
+    rows = sorted(rows, key=_rank)
+    keys = columns(rows)
+    head = ["overrides", *keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join([_overrides_label(r), *(_cell(k, r[k]) for k in COLUMNS)]) + " |")
+        lines.append("| " + " | ".join([_overrides_label(r), *(_cell(k, r.get(k)) for k in keys)]) + " |")
     return "\n".join(lines)
 
 
 def plot_sweep(root: str | Path, rows: list[dict]) -> Path:
-    """``accuracy_vs_energy.png`` in ``root``: one point per run (see spikegate.energy.plot)."""
+    """One PNG in ``root``: ``accuracy_vs_energy.png`` (one point per run, see
+    spikegate.energy.plot) for classification sweeps, ``loss_and_sparsity.png`` (validation bits
+    per byte and sparsity per run) for language-model sweeps."""
+    if any(r.get("val_bpb") is not None for r in rows) and not any(
+        r.get("test_accuracy") is not None for r in rows
+    ):
+        return plot_loss_and_sparsity(rows, Path(root) / "loss_and_sparsity.png")
     from spikegate.energy.plot import plot_accuracy_vs_energy
 
     keys = swept_keys(rows)  # label each point by what was swept, not by every override
@@ -246,6 +273,7 @@ def format_groups_csv(rows: list[dict]) -> str:
 
 
 CURVES = (("train_loss", "train loss", 1), ("test_accuracy", "test accuracy (%)", 100),
+          ("val_bpb", "validation bits per byte", 1),
           ("spike_rate", "spike rate (spikes per neuron per step)", 1))
 
 
@@ -356,3 +384,42 @@ def main(args: list[str]) -> int:
     if failures:
         print(format_failures(failures), file=sys.stderr)
     return 0
+
+
+def _varying_overrides(rows: list[dict]) -> list[str]:
+    """Each row's overrides without those every row shares (short plot labels)."""
+    split = [(r["overrides"] or "").split() for r in rows]
+    shared = set.intersection(*map(set, split)) if len(split) > 1 else set()
+    return [" ".join(o for o in s if o not in shared) or r["run"] for s, r in zip(split, rows)]
+
+
+def plot_loss_and_sparsity(rows: list[dict], path: Path) -> Path:
+    """Bars per language-model run: validation bits per byte, and the encoder's zero-spike
+    fraction and the inactive-token fraction (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spikegate.atomic import atomic_write
+
+    runs = sorted((r for r in rows if r.get("val_bpb") is not None), key=_rank)
+    labels = _varying_overrides(runs)
+    at = range(len(runs))
+    fig, (ax_bpb, ax_sparse) = plt.subplots(1, 2, figsize=(10, 0.5 * len(runs) + 2.2))
+    ax_bpb.barh(list(at), [r["val_bpb"] for r in runs])
+    ax_bpb.set(xlabel="validation bits per byte", yticks=list(at), title="loss (lower is better)")
+    ax_bpb.set_yticklabels(labels, fontsize=7)
+    width = 0.4
+    for shift, key in ((-width / 2, "encoder_zero_fraction"), (width / 2, "inactive_token_fraction")):
+        ax_sparse.barh([i + shift for i in at], [r.get(key) or 0 for r in runs], height=width, label=key)
+    ax_sparse.set(xlabel="fraction", yticks=list(at), title="sparsity")
+    ax_sparse.set_yticklabels([])
+    ax_sparse.legend(fontsize=7)
+    for ax in (ax_bpb, ax_sparse):
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda file: fig.savefig(file, dpi=110, format="png"))
+    plt.close(fig)
+    return path

@@ -1,17 +1,21 @@
 """The training loop behind ``spikegate train``.
 
-``run(cfg, run_dir)`` builds the dataset, model and learning rule from the Hydra config
+``run(cfg, run_dir)`` builds the task, dataset, model and learning rule from the Hydra config
 (``hydra.utils.instantiate`` on each group's ``_target_``), trains with Adam and a cosine schedule,
 evaluates every epoch, and writes into ``run_dir``:
 
 * ``config.yaml``: the resolved configuration,
 * ``checkpoint.pt``: model, optimiser, schedule and history after every epoch (atomic),
-* ``metrics.json``: ``test_accuracy``, ``spike_rate``, ``synops_per_inference``,
-  ``energy_pj_per_inference``, ``bit_budget_per_inference``, ``energy_preset``, ``epochs``, ``wall_s``,
-  ``config_digest`` (``spikegate.run_directory.run_digest``, also in the checkpoint) and the
-  per-epoch history (atomic),
+* ``metrics.json``: the task's scores (classification: ``test_accuracy``, ``spike_rate``,
+  ``synops_per_inference``, ``energy_pj_per_inference``, ``bit_budget_per_inference``,
+  ``energy_preset``; language modelling: ``val_bpb``, ``perplexity``, sparsity and energy per
+  token, see :mod:`spikegate.tasks`), ``epochs``, ``wall_s``, ``config_digest``
+  (``spikegate.run_directory.run_digest``, also in the checkpoint) and the per-epoch history (atomic),
 * ``training_curves.png``: loss and accuracy per epoch.
 * ``tensorboard/``: the same per-epoch metrics as TensorBoard scalars, with ``trainer.tensorboard=true``.
+
+The task (``task`` config group, :mod:`spikegate.tasks`) supplies the model's build, the batch
+layout, the loss (handed to the learning rule) and the evaluation; the loop is the same for all.
 
 ``trainer.resume=true`` continues from ``run_dir/checkpoint.pt`` (or from a given path) exactly where
 it stopped: shuffling is seeded per epoch, so epoch ``k`` sees the same batches either way.
@@ -34,10 +38,11 @@ from tqdm.auto import tqdm
 from spikegate.arguments import check_int, check_real
 from spikegate.atomic import atomic_write, save_json
 from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from spikegate.energy import EnergyCounter, EnergyReport, preset_from_config
-from spikegate.tensorboard_log import open_tensorboard
+from spikegate.energy import preset_from_config
 from spikegate.run_checks import check_run_setup
 from spikegate.run_directory import run_digest
+from spikegate.tasks import ClassificationTask, task_from_config
+from spikegate.tensorboard_log import open_tensorboard
 
 __all__ = ["run", "evaluate", "evaluate_run", "load_run", "NonFiniteLossError"]
 
@@ -68,11 +73,6 @@ def _test_loader(data, trainer_cfg: DictConfig) -> DataLoader:
                       **_loader_options(trainer_cfg))
 
 
-def _time_major(x: torch.Tensor, y: torch.Tensor, device: torch.device):
-    """A collated batch ``[B, T, ...]`` as the models take it: ``[T, B, ...]`` on ``device``."""
-    return x.transpose(0, 1).to(device), y.to(device)
-
-
 # Settings that change where or how fast a run computes, not what its checkpoint holds.
 _NOT_FINGERPRINTED = {"neuron": ("backend",), "dataset": ("root",)}
 
@@ -88,30 +88,24 @@ def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return keep  # type: ignore[return-value]
 
 
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, energy=None) -> dict[str, Any]:
-    """Accuracy and activity (spike rate, SynOps, energy and bit budget per inference, priced with
-    the ``energy`` config group's preset) on ``loader``."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad(), EnergyCounter(model) as counter:
-        for x, y in loader:
-            x, y = _time_major(x, y, device)
-            logits = model(x)
-            counter.add_samples(y.shape[0], time_steps=x.shape[0])
-            correct += int((logits.argmax(1) == y).sum())
-            total += y.shape[0]
-    report = EnergyReport.from_counts(counter.counts(), preset_from_config(energy))
-    return {"test_accuracy": correct / max(total, 1), **report.metrics()}
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, energy=None,
+             task=None) -> dict[str, Any]:
+    """The task's scores on ``loader`` (default classification: accuracy and activity, i.e. spike
+    rate, SynOps, energy and bit budget per inference, priced with the ``energy`` config group's
+    preset)."""
+    return (task or ClassificationTask()).evaluate(model, loader, device, energy)
 
 
 def _build(cfg: DictConfig, device: torch.device):
-    """The dataset container and the model (with its learning rule prepared) that ``cfg`` names."""
+    """The dataset container and the model (with its learning rule prepared, and given the task's
+    loss when the rule takes one) that ``cfg`` names."""
+    task = task_from_config(cfg)
     data = instantiate(cfg.dataset)
     neuron = instantiate(cfg.neuron)
-    model = instantiate(
-        cfg.model, input_shape=tuple(data.input_shape), num_classes=data.num_classes, neuron=neuron
-    ).to(device)
+    model = task.build_model(cfg.model, data, neuron).to(device)
     rule = instantiate(cfg.learning)
+    if hasattr(rule, "loss"):
+        rule.loss = task.loss
     rule.prepare(model)
     backend = cfg.trainer.get("compile", False)  # false, true (inductor) or a backend's name
     if backend:
@@ -142,7 +136,8 @@ def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, floa
     Writes ``evaluation.json`` into ``run_dir`` (atomically) and returns the same scores."""
     run_dir = Path(run_dir)
     cfg, data, model, state, dev = load_run(run_dir, device=device)
-    scores = {**evaluate(model, _test_loader(data, cfg.trainer), dev, cfg.get("energy")), "epochs": state["epoch"]}
+    scores = {**evaluate(model, _test_loader(data, cfg.trainer), dev, cfg.get("energy"), task_from_config(cfg)),
+              "epochs": state["epoch"]}
     save_json(run_dir / "evaluation.json", scores)
     return scores
 
@@ -173,11 +168,12 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
+    held_out = "test" if "test_accuracy" in history[0] else "val"  # classification / language model
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o")
     ax_loss.set(xlabel="epoch", ylabel="train loss", title="loss")
     ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], marker="o", label="train")
-    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="o", label="test")
+    ax_acc.plot(epochs, [100 * h[f"{held_out}_accuracy"] for h in history], marker="o", label=held_out)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     ax_acc.legend()
     for ax in (ax_loss, ax_acc):
@@ -204,6 +200,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
     board = open_tensorboard(tcfg.get("tensorboard", False), run_dir)  # no package: fails here, early
     torch.manual_seed(cfg.seed)
     device = _device(tcfg.device)
+    task = task_from_config(cfg)
     data, model, rule = _build(cfg, device)
     train_set = _limit(data.train, tcfg.max_train_samples)
 
@@ -243,12 +240,12 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
         loader = DataLoader(train_set, batch_size=tcfg.batch_size, shuffle=True, generator=order,
                             **_loader_options(tcfg))
         loss_sum, seen = 0.0, 0
-        correct = torch.zeros((), dtype=torch.long, device=device)
+        correct = torch.zeros((), device=device)
         # no bar into a log file: its carriage-return frames would fill it
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False,
                    disable=not (tcfg.progress and sys.stderr.isatty()))
         for step, (x, y) in enumerate(bar):
-            x, y = _time_major(x, y, device)
+            x, y = task.batch(x, y, device)
             optimizer.zero_grad(set_to_none=True)
             result = rule.step(model, x, y)
             loss = float(result.loss)  # the one host sync per step
@@ -259,13 +256,12 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
                 )
             optimizer.step()
             schedule.step()
-            loss_sum += loss * y.shape[0]
-            correct += (result.logits.argmax(1) == y).sum()
-            seen += y.shape[0]
+            loss_sum += loss * task.samples(y)
+            correct += task.train_correct(result.logits, y)
+            seen += task.samples(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        scores = evaluate(model, test_loader, device, cfg.get("energy"))
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": int(correct) / seen,
-               **scores}
+        scores = evaluate(model, test_loader, device, cfg.get("energy"), task)
+        row = {"epoch": epoch + 1, **task.train_row(loss_sum / seen, float(correct), seen), **scores}
         history.append(row)
         wall = wall_before + time.perf_counter() - t0
         save_checkpoint(ckpt_path, {
@@ -275,22 +271,12 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
         })
         last_good = ckpt_path
         board.log(row)
-        tqdm.write(
-            f"epoch {epoch + 1:>3}/{tcfg.epochs}  loss {row['train_loss']:.4f}  "
-            f"train {100 * row['train_accuracy']:5.1f}%  test {100 * row['test_accuracy']:5.1f}%  "
-            f"spike rate {row['spike_rate']:.3f}"
-        )
+        tqdm.write(f"epoch {epoch + 1:>3}/{tcfg.epochs}  loss {row['train_loss']:.4f}  {task.epoch_line(row)}")
 
     board.close()
     final = history[-1]
     metrics = {
-        "test_accuracy": final["test_accuracy"],
-        "spike_rate": final["spike_rate"],
-        "synops_per_inference": final["synops_per_inference"],
-        "dense_macs_per_inference": final["dense_macs_per_inference"],
-        "energy_pj_per_inference": final["energy_pj_per_inference"],
-        "bit_budget_per_inference": final["bit_budget_per_inference"],
-        "energy_preset": final["energy_preset"],
+        **task.final_metrics(final),
         "epochs": final["epoch"],
         "wall_s": wall_before + time.perf_counter() - t0,
         "config_digest": digest,

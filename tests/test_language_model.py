@@ -82,3 +82,19 @@ def test_errors_name_the_argument():
         small(window=0)
     with pytest.raises(ValueError, match="width: expected a multiple of heads=3, got 16"):
         small(heads=3)
+    with pytest.raises(ValueError, match="encoder: expected one of"):
+        small(encoder="rate")
+    with pytest.raises(ValueError, match="topk: expected at most width=16, got 17"):
+        small(encoder="topk", topk=17)
+
+
+def test_topk_encoder_variant_decodes_incrementally_like_its_parallel_forward():
+    model = small(encoder="topk", topk=3).double()
+    tokens = torch.randint(0, 32, (10, 2), generator=torch.Generator().manual_seed(2))
+    full = model(tokens).logits
+    out = model(tokens[:4], keep_state=True)
+    steps = [out.logits]
+    for t in range(4, 10):
+        out = model(tokens[t:t + 1], out.state)
+        steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps), full)

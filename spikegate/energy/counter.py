@@ -14,9 +14,17 @@ What is counted, per layer (sums over every sample seen; :meth:`counts` divides 
   layer, a layer fed soft spikes).
 * BatchNorm: folded into the conv/linear whose output it takes directly (free at inference), else
   one multiply-add per element.
+* LayerNorm (statistics of each input, so never folded): 4 MAC-priced operations per element (the
+  mean's accumulate, the variance's multiply-accumulate, ``(x - mean) * rstd`` and the affine
+  ``gamma * y + beta``; the mean's add is priced as a MAC, an overestimate of ``e_mac - e_ac`` per
+  element, and the one ``rsqrt`` per normalised row is left out), and a read of ``gamma`` and
+  ``beta`` per element.
+* Embedding: no arithmetic; one weight read per output value (a row of the table per token).
 * Pooling: ``window - 1`` comparisons (max) or additions (average) per output.
 * Neurons: any module with ``neuron_cost()`` (see :mod:`spikegate.neurons.cost`): neuron steps,
-  hard spikes (``output >= 0.5``) and the soft sum of the output (relaxed neurons).
+  hard spikes (``output >= 0.5``) and the soft sum of the output (relaxed neurons); a unit whose
+  cost says ``spiking=False`` (the dual-path block's decay recurrence and gate) counts its steps
+  only.
 * Attention: any module with ``attention_products()`` (see :mod:`spikegate.energy.attention`).
 * Anything else that holds parameters or is a leaf is listed as not counted, with name and type.
 """
@@ -53,7 +61,8 @@ _FREE = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dro
 class LayerCounts:
     """One layer's counts per inference (operations and values, not energies).
 
-    ``role`` is ``"synapse"`` (Linear, conv, attention), ``"norm"``, ``"pool"`` or ``"neuron"``.
+    ``role`` is ``"synapse"`` (Linear, conv, attention), ``"norm"``, ``"layer_norm"``,
+    ``"embedding"``, ``"pool"`` or ``"neuron"``.
     ``macs``: dense MACs; ``event_macs``: the part of them whose input was events; ``synops``:
     accumulates done for events; ``mac_ops``: multiply-accumulates done on analog input;
     ``pool_ops``: comparisons (max) or additions (average); ``weight_reads``: weights and biases
@@ -216,6 +225,10 @@ class EnergyCounter:
             return "synapse"
         if isinstance(module, _NORMS):
             return "norm"
+        if isinstance(module, nn.LayerNorm):
+            return "layer_norm"
+        if isinstance(module, nn.Embedding):
+            return "embedding"
         if isinstance(module, (*_MAX_POOLS, *_AVG_POOLS)):
             return "pool"
         return None
@@ -225,6 +238,7 @@ class EnergyCounter:
 
     def _hook(self, layer: _Layer):
         on_call = {"neuron": self._on_neuron, "synapse": self._on_synapse, "norm": self._on_norm,
+                   "layer_norm": self._on_layer_norm, "embedding": self._on_embedding,
                    "pool": self._on_pool}[layer.role]
 
         def hook(module, inputs, output):
@@ -238,7 +252,10 @@ class EnergyCounter:
     # ---------------------------------------------------------------- per kind
     def _on_neuron(self, layer: _Layer, x, out, inputs, output) -> None:
         layer.neuron_steps += out.numel()
-        if layer.module.neuron_cost().relaxed:
+        cost = layer.module.neuron_cost()
+        if not cost.spiking:
+            return
+        if cost.relaxed:
             self._soft.add(_storage(out))
         layer.add({VALUE_SUM: out.sum(dtype=torch.float64), HARD_COUNT: (out >= 0.5).sum()})
 
@@ -290,6 +307,15 @@ class EnergyCounter:
         layer.reads += 2 * x.numel()  # scale and shift
         layer.add({MAC_OPS: x.numel()})
 
+    def _on_layer_norm(self, layer: _Layer, x, out, inputs, output) -> None:
+        layer.macs += 4 * x.numel()
+        affine = sum(p is not None for p in (layer.module.weight, layer.module.bias))
+        layer.reads += affine * x.numel()
+        layer.add({MAC_OPS: 4 * x.numel()})
+
+    def _on_embedding(self, layer: _Layer, x, out, inputs, output) -> None:
+        layer.reads += out.numel()
+
     def _on_pool(self, layer: _Layer, x, out, inputs, output) -> None:
         dims = int(type(layer.module).__name__[-2])  # MaxPool2d -> 2
         kernel = getattr(layer.module, "kernel_size", None)
@@ -319,9 +345,8 @@ class EnergyCounter:
         idle = [layer.name for layer in self._layers if not layer.calls]
         if idle:
             notes.append(f"hooked but never called (not in the forward pass, or called functionally): {idle}")
-        if self.samples and not any(l.spikes for l in layers if l.role == "neuron") and any(
-            l.role == "neuron" for l in layers
-        ):
+        spiking = [l for l in layers if l.role == "neuron" and l.cost.spiking]
+        if self.samples and spiking and not any(l.spikes for l in spiking):
             notes.append("no neuron spiked: SynOps are zero")
         return ModelCounts(layers, self.samples, self._time_step_sum / n, list(self._not_counted), notes)
 
@@ -341,6 +366,8 @@ class EnergyCounter:
             row.spikes, row.spikes_soft = s[HARD_COUNT] / n, s[VALUE_SUM] / n
             return row
         row.weight_reads = (s[SYNOPS] + s[MAC_OPS] + layer.reads) / n
+        if layer.role == "layer_norm":  # its arithmetic reads no weights; gamma and beta are reads
+            row.weight_reads = layer.reads / n
         if layer.folded_into:
             row.params, row.note = 0, f"folded into {layer.folded_into}"
         if layer.soft_fed and layer.in_elems:

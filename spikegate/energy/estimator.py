@@ -15,12 +15,13 @@ __all__ = ["estimate_energy", "check_time_major"]
 
 
 def check_time_major(x: Any, model: nn.Module, name: str = "inputs") -> torch.Tensor:
-    """``x`` as a time-major batch ``[T, B, ...]`` (checked against ``model.input_shape`` if set)."""
+    """``x`` as a time-major batch ``[T, B, ...]`` (checked against ``model.input_shape`` if set;
+    a model of token ids, such as the language model, declares ``()``: ``[T, B]``)."""
     input_shape = getattr(model, "input_shape", None)
-    expected = f"[T, B, {', '.join(map(str, input_shape))}]" if input_shape else "[T, B, ...]"
+    expected = "[T, B, ...]" if input_shape is None else f"[{', '.join(['T', 'B', *map(str, input_shape)])}]"
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name}: expected a time-major tensor {expected} or a DataLoader, got {type(x).__name__}")
-    ok = x.dim() >= 3 and x.shape[0] >= 1 and x.shape[1] >= 1
+    ok = x.dim() >= (3 if input_shape is None else 2) and x.shape[0] >= 1 and x.shape[1] >= 1
     if input_shape is not None:
         ok = ok and x.dim() == 2 + len(input_shape) and tuple(x.shape[2:]) == tuple(input_shape)
     if not ok:
@@ -39,7 +40,7 @@ def _batches(inputs: Union[torch.Tensor, Iterable], model: nn.Module, device: to
         raise ValueError(f"inputs: expected a time-major tensor [T, B, ...] or a DataLoader, got {type(inputs).__name__}")
     for batch in inputs:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x, torch.Tensor) or x.dim() < 3:
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"inputs: expected DataLoader batches [B, T, ...] (collated samples [T, ...]), got {got}")
         yield check_time_major(x.transpose(0, 1), model, "inputs (a DataLoader batch, transposed)").to(device)

@@ -63,6 +63,7 @@ class LayerRow:
     neuron_steps: float
     spikes: float
     note: str = ""
+    spiking: bool = True   # False: a neuron-priced unit without spikes (left out of spike rates)
 
 
 def _price(c: LayerCounts, p: TechnologyPreset, time_steps: float, ann_bits: int) -> LayerRow:
@@ -76,7 +77,7 @@ def _price(c: LayerCounts, p: TechnologyPreset, time_steps: float, ann_bits: int
                                     + k.transcendentals * p.e_exp_pj)
         traffic = c.neuron_steps * k.state_values * p.state_bits * 2  # read and write per step
         state = c.neuron_steps / max(time_steps, 1) * k.state_values
-        if c.neuron_steps:
+        if c.neuron_steps and k.spiking:
             rate_out = c.spikes / c.neuron_steps
             rate_out_soft = c.spikes_soft / c.neuron_steps if k.relaxed else None
     else:
@@ -94,6 +95,7 @@ def _price(c: LayerCounts, p: TechnologyPreset, time_steps: float, ann_bits: int
         bit_budget_dense=(c.event_macs * p.spike_bits + analog_macs * p.activation_bits) * w,
         ann_bit_budget=(spike_fed * ann_bits + analog_macs / max(time_steps, 1) * p.activation_bits) * w,
         params=c.params, state_values=state, neuron_steps=c.neuron_steps, spikes=c.spikes, note=c.note,
+        spiking=c.cost is None or c.cost.spiking,
     )
 
 
@@ -136,7 +138,7 @@ class EnergyReport:
 
     @property
     def spike_rate(self) -> float:
-        steps = self._sum("neuron_steps")
+        steps = sum(r.neuron_steps for r in self.layers if r.spiking)
         return self._sum("spikes") / steps if steps else 0.0
 
     @property

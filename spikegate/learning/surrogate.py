@@ -7,6 +7,7 @@ named surrogate (``spikegate.neurons.surrogate``), which this rule installs in e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ __all__ = ["SurrogateGradient", "StepResult"]
 @dataclass
 class StepResult:
     loss: torch.Tensor      # scalar, detached
-    logits: torch.Tensor    # [B, classes], detached
+    logits: torch.Tensor    # [B, classes] (language model: [T, B, vocab]), detached
 
 
 class SurrogateGradient:
@@ -30,10 +31,15 @@ class SurrogateGradient:
     Args:
         surrogate: a name (``atan``, ``sigmoid``, ``fast_sigmoid``, ``triangle``, ``ste``).
         **params: the surrogate's parameters, e.g. ``alpha=2.0``.
+
+    The loss is :attr:`loss` (``loss(logits, y) -> scalar``), cross entropy unless the trainer
+    hands the rule its task's loss. A model may return its logits directly or an object with a
+    ``logits`` attribute (the language model's output).
     """
 
     def __init__(self, surrogate: str = "atan", **params: float) -> None:
         self.surrogate: Surrogate = get_surrogate(surrogate, **params)
+        self.loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
 
     def prepare(self, model: nn.Module) -> None:
         """Install the surrogate in every LIF layer of ``model``."""
@@ -42,9 +48,11 @@ class SurrogateGradient:
                 module.surrogate = self.surrogate
 
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepResult:
-        """Forward ``x [T, B, ...]``, cross-entropy against ``y [B]``, and backward into ``.grad``."""
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        """Forward ``x [T, B, ...]``, :attr:`loss` against ``y`` (``[B]`` labels by default), and
+        backward into ``.grad``."""
+        output = model(x)
+        logits = getattr(output, "logits", output)
+        loss = self.loss(logits, y)
         loss.backward()
         return StepResult(loss.detach(), logits.detach())
 

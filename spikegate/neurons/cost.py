@@ -24,6 +24,9 @@ class NeuronCost:
         transcendentals: exp, log and sigmoid evaluations (the log-sum-exp of relaxed neurons).
         state_values: values of neuron state read and written once per step (the membrane: 1).
         relaxed: the neuron emits soft spikes in [0, 1]; its hard spikes are ``output >= 0.5``.
+        spiking: False for an element-wise unit that emits analog values, not spikes (the
+            dual-path block's decay recurrence and gate): priced per value and step like a
+            neuron, left out of spike counts and rates.
     """
 
     muls: float = 0.0
@@ -32,6 +35,7 @@ class NeuronCost:
     transcendentals: float = 0.0
     state_values: int = 1
     relaxed: bool = False
+    spiking: bool = True
 
     def __post_init__(self) -> None:
         for name in ("muls", "adds", "compares", "transcendentals", "state_values"):

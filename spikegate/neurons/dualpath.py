@@ -36,6 +36,8 @@ __all__ = [
     "Cauchy",
     "spike_encoder_sequence",
     "SpikeEncoder",
+    "TopKEncoder",
+    "ThresholdNeuron",
     "threshold_spikes",
     "SpikingFeedForward",
 ]
@@ -160,6 +162,58 @@ class SpikeEncoder(nn.Module):
                 f"surrogate={self.surrogate}, bptt={self.bptt}")
 
 
+class TopKEncoder(nn.Module):
+    """Ablation of the spike encoder: per token, a spike on the ``k`` channels with the largest
+    input, none elsewhere (no membrane, no threshold); straight-through gradient ``ds/dx = 1``.
+
+    ``forward(x [T, B, D], v0=None) -> (spikes [T, B, D], v0 or zeros [B, D])``: the second
+    output keeps :class:`SpikeEncoder`'s interface (there is no state to carry). Ties at the
+    ``k``-th value keep the lower channel index (``torch.topk``'s order).
+    """
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = check_int(k, "topk", minimum=1)
+
+    def forward(self, x: torch.Tensor, v0: Optional[torch.Tensor] = None):
+        check_sequence(x, "x")
+        if self.k > x.shape[-1]:
+            raise ValueError(f"topk: expected at most the width {x.shape[-1]}, got {self.k}")
+        index = x.detach().topk(self.k, dim=-1).indices
+        hard = torch.zeros_like(x).scatter_(-1, index, 1.0)
+        state = torch.zeros_like(x[0]) if v0 is None else v0
+        return hard + (x - x.detach()), state
+
+    def neuron_cost(self) -> NeuronCost:
+        """Per channel and step: about one compare to find the ``k``-th largest value (a
+        linear-time selection) and one to test against it; no state."""
+        return NeuronCost(compares=2, state_values=0)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}"
+
+
+class ThresholdNeuron(nn.Module):
+    """Stateless threshold neuron ``H(x - threshold)`` with a surrogate derivative (the blocks'
+    output spikes and the feed-forward's hidden layer), as a module so the energy estimator counts
+    it. ``forward(x [T, B, ...]) -> spikes`` of the same shape."""
+
+    def __init__(self, threshold: float = 1.0, surrogate: SurrogateLike = Cauchy()) -> None:
+        super().__init__()
+        self.threshold = check_real(threshold, "threshold", strict=True)
+        self.surrogate = get_surrogate(surrogate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return threshold_spikes(x, self.threshold, self.surrogate)
+
+    def neuron_cost(self) -> NeuronCost:
+        """Per neuron and step: one threshold compare; no state."""
+        return NeuronCost(compares=1, state_values=0)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, surrogate={self.surrogate}"
+
+
 class SpikingFeedForward(nn.Module):
     """``y = LayerNorm(x + W_down H(W_up x - threshold))`` over ``x [T, B, D]`` (no biases, as
     the authors); the hidden layer is a stateless threshold neuron with a surrogate derivative.
@@ -174,17 +228,12 @@ class SpikingFeedForward(nn.Module):
         super().__init__()
         width = check_int(width, "width", minimum=1)
         hidden = check_int(hidden, "hidden", minimum=1)
-        self.threshold = check_real(threshold, "threshold", strict=True)
-        self.surrogate = get_surrogate(surrogate)
         self.up = nn.Linear(width, hidden, bias=False)
+        self.spike = ThresholdNeuron(threshold, surrogate)
         self.down = nn.Linear(hidden, width, bias=False)
         self.norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(check_real(dropout, "dropout"))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = threshold_spikes(self.up(x), self.threshold, self.surrogate)
+        s = self.spike(self.up(x))
         return self.norm(x + self.down(self.dropout(s))), s
-
-    def neuron_cost(self) -> NeuronCost:
-        """Per hidden neuron and step: one threshold compare; no state."""
-        return NeuronCost(compares=1, state_values=0)

@@ -13,6 +13,11 @@ Inputs per block: spikes ``s [T, B, D]`` (0/1) and the continuous residual strea
 * Fusion ``o = g attn + (1 - g) decay``, ``g = sigmoid(gamma)``, gamma init 0; then
   ``x' = LayerNorm(x + W_o o)``.
 
+The recurrence, the attention and the fusion are small modules (:class:`DecayRecurrence`,
+:class:`SpikeGatedAttention`, :class:`GatedFusion`; their parameters are ``decay.logit`` and
+``fusion.logit``) so that the energy estimator prices each where it runs: the recurrence per state
+value and token, the attention over the pairs it scores.
+
 :class:`DualPathBlock` adds the spiking feed-forward and the block's output spikes
 ``H(x'' - threshold)``. A block called with a :class:`MixerState` continues a sequence: the decay
 state, the keys/values/activity of the positions a later query can still see (the last
@@ -33,7 +38,7 @@ from spikegate.arguments import check_choice, check_int, check_real
 from .checks import BACKENDS
 from .cost import NeuronCost
 from .decay_scan import decay_scan_sequence
-from .dualpath import Cauchy, SpikingFeedForward, threshold_spikes
+from .dualpath import Cauchy, SpikingFeedForward, ThresholdNeuron
 from .spike_attention import (
     ATTENTION_BACKENDS,
     attended_pairs,
@@ -41,9 +46,12 @@ from .spike_attention import (
     spike_gated_attention,
     window_anchor_mask,
 )
-from .surrogate import SurrogateLike, get_surrogate
+from .surrogate import SurrogateLike
 
-__all__ = ["MixerState", "MixerActivity", "DualPathMixer", "DualPathBlock", "PATHS"]
+__all__ = [
+    "MixerState", "MixerActivity", "DecayRecurrence", "SpikeGatedAttention", "GatedFusion",
+    "DualPathMixer", "DualPathBlock", "PATHS",
+]
 
 PATHS = ("both", "decay", "attention")
 
@@ -85,6 +93,79 @@ class MixerActivity:
     attended_pairs: torch.Tensor
 
 
+class DecayRecurrence(nn.Module):
+    """The decay path's per-head recurrence ``h[t] = lambda h[t-1] + (1 - lambda) z[t]``,
+    ``lambda = sigmoid(logit)`` (one logit per head), on the fused scan.
+
+    ``forward(z [T, B, H, Dh], h0 [B, H, Dh] or None) -> (h [T, B, H, Dh], h_last [B, H, Dh])``.
+    """
+
+    def __init__(self, heads: int, decay_init: float = 3.0, backend: str = "auto") -> None:
+        super().__init__()
+        self.logit = nn.Parameter(torch.full((heads,), float(decay_init)))
+        self.backend = check_choice(backend, "backend", BACKENDS)
+
+    def forward(self, z: torch.Tensor, h0: Optional[torch.Tensor] = None):
+        return decay_scan_sequence(z, self.logit, h0, backend=self.backend)
+
+    def neuron_cost(self) -> NeuronCost:
+        """Per state value and token: ``lambda h`` and ``(1 - lambda) z`` (2 muls), their sum
+        (1 add); the state is read and written once. No spikes. (The per-head sigmoid of the
+        logit, once per call, is left out.)"""
+        return NeuronCost(muls=2, adds=1, state_values=1, spiking=False)
+
+
+class SpikeGatedAttention(nn.Module):
+    """:func:`~spikegate.neurons.spike_attention.spike_gated_attention` as a module that declares
+    its products to the energy estimator, counting only the (query, key) pairs it scores.
+
+    ``forward(q, k, v, q_pos, k_pos, key_active, query_active, pairs, backend, mask)`` with the
+    shapes of ``spike_gated_attention``; ``pairs`` is the 0-dim count of scored pairs per head
+    (active queries x their visible active keys). Returns ``[B, H, Tq, Dh]``.
+    """
+
+    def __init__(self, window: int, anchors: int) -> None:
+        super().__init__()
+        self.window, self.anchors = window, anchors
+
+    def forward(self, q, k, v, q_pos, k_pos, key_active, query_active, pairs, backend, mask):
+        return spike_gated_attention(
+            q, k, v, q_pos, k_pos, key_active, query_active,
+            window=self.window, anchors=self.anchors, backend=backend, mask=mask,
+        )
+
+    def attention_products(self, inputs, output):
+        """``Q K^T`` and ``A V`` over the scored pairs of every head; Q, K and V come from the
+        continuous stream, so each term is a multiply-accumulate. Left out: the softmax (an exp
+        per scored pair) and RoPE (about 3 operations per element of Q and K), small beside the
+        ``2 Dh`` MACs per pair and the ``D^2`` per token of the projections."""
+        from spikegate.energy.attention import AttentionProducts
+
+        q, k, pairs = inputs[0], inputs[1], inputs[7]
+        B, H, Tq, Dh = q.shape
+        return AttentionProducts(maps=B * H, queries=Tq, keys=k.shape[2], head_dim=Dh,
+                                 active_pairs=pairs * H, spiking=False)
+
+
+class GatedFusion(nn.Module):
+    """``o = g attn + (1 - g) decay``, ``g = sigmoid(logit)``, one learnable logit.
+
+    ``forward(attn [T, B, D], decay [T, B, D]) -> o [T, B, D]``."""
+
+    def __init__(self, gate_init: float = 0.0) -> None:
+        super().__init__()
+        self.logit = nn.Parameter(torch.tensor([float(gate_init)]))
+
+    def forward(self, attn: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+        g = torch.sigmoid(self.logit)
+        return g * attn + (1 - g) * decay
+
+    def neuron_cost(self) -> NeuronCost:
+        """Per value: two muls and one add (``1 - g`` and the sigmoid, once per call, left out);
+        no state, no spikes."""
+        return NeuronCost(muls=2, adds=1, state_values=0, spiking=False)
+
+
 class DualPathMixer(nn.Module):
     """Decay path + spike-gated attention path, gated, with residual and LayerNorm.
 
@@ -122,20 +203,34 @@ class DualPathMixer(nn.Module):
         if self.paths != "decay" and self.head_dim % 2:
             raise ValueError(f"heads: width / heads must be even for RoPE, got {width} / {heads}")
         self.rope_theta = check_real(rope_theta, "rope_theta", strict=True)
-        self.backend = check_choice(backend, "backend", BACKENDS)
         self.attention_backend = check_choice(
             attention_backend, "attention_backend", ATTENTION_BACKENDS
         )
         self.decay_proj = nn.Linear(width, width, bias=False)
-        self.decay_logit = nn.Parameter(torch.full((heads,), float(decay_init)))
+        self.decay = DecayRecurrence(heads, decay_init, backend)
         self.q_proj = nn.Linear(width, width, bias=False)
         self.k_proj = nn.Linear(width, width, bias=False)
         self.v_proj = nn.Linear(width, width, bias=False)
-        self.gate_logit = nn.Parameter(torch.tensor([float(gate_init)]))
+        self.attend = SpikeGatedAttention(self.window, self.anchors)
+        self.fusion = GatedFusion(gate_init)
         self.out_proj = nn.Linear(width, width, bias=False)
         self.norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(check_real(dropout, "dropout"))
         self.activity: Optional[MixerActivity] = None
+
+    @property
+    def decay_logit(self) -> nn.Parameter:
+        """The decay logits ``r [H]`` (``lambda = sigmoid(r)``)."""
+        return self.decay.logit
+
+    @property
+    def gate_logit(self) -> nn.Parameter:
+        """The gate logit ``gamma [1]`` (``g = sigmoid(gamma)``)."""
+        return self.fusion.logit
+
+    @property
+    def backend(self) -> str:
+        return self.decay.backend
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -143,7 +238,7 @@ class DualPathMixer(nn.Module):
         T, B, _ = s.shape
         z = self.decay_proj(s).view(T, B, self.heads, self.head_dim)
         h0 = None if state is None else state.decay.to(z.dtype)
-        h, h_last = decay_scan_sequence(z, self.decay_logit, h0, backend=self.backend)
+        h, h_last = self.decay(z, h0)
         return h.reshape(T, B, self.width), h_last
 
     def _heads(self, y: torch.Tensor) -> torch.Tensor:
@@ -172,10 +267,8 @@ class DualPathMixer(nn.Module):
             mask = window_anchor_mask(positions, k_pos, key_active, **span)
             pairs = (mask & query_active[..., None]).sum()
         backend = "sdpa" if mask is not None else self.attention_backend
-        out = spike_gated_attention(
-            q, k_all, v_all, positions, k_pos, key_active, query_active,
-            window=self.window, anchors=self.anchors, backend=backend, mask=mask,
-        )
+        out = self.attend(q, k_all, v_all, positions, k_pos, key_active, query_active, pairs,
+                          backend, mask)
         cache = (k_all, v_all, key_active, k_pos)
         return out.permute(2, 0, 1, 3).reshape(T, B, self.width), cache, pairs
 
@@ -220,8 +313,7 @@ class DualPathMixer(nn.Module):
         if self.paths != "decay":
             attn_out, cache, pairs = self._attention(x, active, state, offset)
         if self.paths == "both":
-            g = torch.sigmoid(self.gate_logit)
-            o = g * attn_out + (1 - g) * decay_out
+            o = self.fusion(attn_out, decay_out)
         else:
             o = decay_out if self.paths == "decay" else attn_out
         y = self.norm(x + self.out_proj(self.dropout(o)))
@@ -242,18 +334,6 @@ class DualPathMixer(nn.Module):
         if cache is None:
             cache = (state.keys, state.values, state.active, state.positions)
         return self._next_state(h_last, cache, length)
-
-    def decay_cost_per_token(self) -> NeuronCost:
-        """Decay-path recurrence per token (all heads): ``lambda h + (1 - lambda) z`` is 2 muls
-        and 1 add per state value, ``D`` state values. The projections are dense layers the
-        estimator counts from the ``nn.Linear`` modules; 0 when the path is off."""
-        if self.paths == "attention":
-            return NeuronCost(state_values=0)
-        return NeuronCost(muls=2 * self.width, adds=self.width, state_values=self.width)
-
-    def attention_macs_per_pair(self) -> int:
-        """Multiply-adds per attended (query, key) pair, all heads: ``q.k`` and ``p v``, ``2 D``."""
-        return 0 if self.paths == "decay" else 2 * self.width
 
     def extra_repr(self) -> str:
         return (f"width={self.width}, heads={self.heads}, window={self.window}, "
@@ -280,16 +360,11 @@ class DualPathBlock(nn.Module):
         self.ffn = SpikingFeedForward(
             width, hidden, threshold=threshold, surrogate=surrogate, dropout=dropout
         )
-        self.threshold = check_real(threshold, "threshold", strict=True)
-        self.surrogate = get_surrogate(surrogate)
+        self.spike = ThresholdNeuron(threshold, surrogate)
         self.hidden_spike_rate: Optional[torch.Tensor] = None
 
     def forward(self, s, x, state: Optional[MixerState] = None, *, keep_state: bool = False):
         x, state = self.mixer(s, x, state, keep_state=keep_state)
         x, hidden = self.ffn(x)
         self.hidden_spike_rate = hidden.detach().mean()
-        return threshold_spikes(x, self.threshold, self.surrogate), x, state
-
-    def neuron_cost(self) -> NeuronCost:
-        """The block's output neurons: one threshold compare per neuron and step, no state."""
-        return NeuronCost(compares=1, state_values=0)
+        return self.spike(x), x, state

@@ -310,7 +310,7 @@ def test_feed_forward_equation_and_cost():
     want_hidden = (ffn.up(x) >= 0.2).double()
     assert torch.equal(hidden, want_hidden) and 0 < float(hidden.detach().mean()) < 1
     torch.testing.assert_close(y, ffn.norm(x + ffn.down(want_hidden)))
-    assert ffn.neuron_cost() == NeuronCost(compares=1, state_values=0)
+    assert ffn.spike.neuron_cost() == NeuronCost(compares=1, state_values=0)
 
 
 def test_activity_and_energy_declarations():
@@ -323,8 +323,10 @@ def test_activity_and_energy_declarations():
     pos = torch.arange(s.shape[0])
     mask = mask_loops(pos, pos, active.t(), 3, 2)
     assert int(mixer.activity.attended_pairs) == int((mask & active.t()[:, :, None]).sum())
-    assert mixer.decay_cost_per_token() == NeuronCost(muls=32, adds=16, state_values=16)
-    assert mixer.attention_macs_per_pair() == 32
+    # per state value: lambda h and (1 - lambda) z, their sum; no spikes (hand counts in
+    # tests/energy/test_dualpath_energy.py)
+    assert mixer.decay.neuron_cost() == NeuronCost(muls=2, adds=1, state_values=1, spiking=False)
+    assert mixer.fusion.neuron_cost() == NeuronCost(muls=2, adds=1, state_values=0, spiking=False)
 
 
 def test_mixer_errors_name_the_argument():
@@ -339,3 +341,18 @@ def test_mixer_errors_name_the_argument():
     mixer = DualPathMixer(16, 2)
     with pytest.raises(ValueError, match=r"s, x: expected two tensors \[T, B, 16\]"):
         mixer(torch.zeros(3, 2, 8), torch.zeros(3, 2, 8))
+
+
+def test_topk_encoder_keeps_the_k_largest_channels_with_a_straight_through_gradient():
+    from spikegate.neurons.dualpath import TopKEncoder
+
+    x = torch.tensor([[[0.3, -1.0, 2.0, 0.1, 0.7]], [[-0.5, -0.2, -0.9, -0.1, -3.0]]],
+                     dtype=torch.float64, requires_grad=True)                     # [T=2, B=1, 5]
+    s, state = TopKEncoder(2)(x)
+    want = torch.tensor([[[0.0, 0, 1, 0, 1]], [[0.0, 1, 0, 1, 0]]], dtype=torch.float64)
+    assert torch.equal(s.detach(), want) and torch.equal(state, torch.zeros(1, 5, dtype=torch.float64))
+    weights = torch.randn(2, 1, 5, dtype=torch.float64)
+    (s * weights).sum().backward()
+    assert torch.equal(x.grad, weights)                                # ds/dx = 1 everywhere
+    with pytest.raises(ValueError, match="topk: expected at most the width 5, got 6"):
+        TopKEncoder(6)(x)
