@@ -75,11 +75,18 @@ def _param(ptr, offs, mask, scalar, PER_NEURON: tl.constexpr, other):
 
 
 @triton.jit
+def _sigmoid(y):
+    """``1 / (1 + exp(-y))`` from ``exp(-|y|)``, which never overflows."""
+    z = tl.exp(-tl.abs(y))
+    return tl.where(y >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+
+
+@triton.jit
 def _soft_spike(u, e, threshold, HARD: tl.constexpr):
     if HARD:
         s = tl.where(u >= threshold, 1.0, 0.0)
     else:
-        s = tl.sigmoid((u - threshold) / e)
+        s = _sigmoid((u - threshold) / e)
     return s
 
 
@@ -171,12 +178,12 @@ def _ultralif_bwd_kernel(
     gs_ptrs = grad_spikes_ptr + last + offs
     gi_ptrs = grad_i_ptr + last + offs
     u = tl.load(k_ptrs, mask=mask, other=0.0)
-    s = tl.sigmoid((u - threshold) / e)
+    s = _sigmoid((u - threshold) / e)
     for k in range(T):
         t = T - 1 - k
         k_ptrs -= M
         u_prev = tl.load(k_ptrs, mask=offs < tl.where(t > 0, M, 0), other=0.0)
-        s_prev = tl.sigmoid((u_prev - threshold) / e)
+        s_prev = _sigmoid((u_prev - threshold) / e)
         if RESET:
             v_prev = u_prev * (1.0 - s_prev)
         else:
@@ -346,7 +353,7 @@ def _ultradlif_bwd_kernel(
     gi_ptrs = grad_i_ptr + last + idx
     kept = tl.load(k_ptrs, mask=mask, other=0.0)
     if not LEAK_BEFORE:
-        s = tl.sigmoid((kept - threshold) / e)
+        s = _sigmoid((kept - threshold) / e)
     for k in range(T):
         t = T - 1 - k
         k_ptrs -= M
@@ -363,7 +370,7 @@ def _ultradlif_bwd_kernel(
             wl = tl.load(plane_v + left, mask=mask, other=0.0)
             wr = tl.load(plane_v + right, mask=mask, other=0.0)
             u, pl, pc, pr, h = _lse3(wl, w, wr, e)
-            s = tl.sigmoid((u - threshold) / e)
+            s = _sigmoid((u - threshold) / e)
             if RESET_PRE:
                 r = w
             else:
@@ -395,7 +402,7 @@ def _ultradlif_bwd_kernel(
             # kept = u[t]; the LSE weights come from the neighbours' v[t-1]
             u = kept
             u_prev = tl.load(k_ptrs, mask=mask & (idx < tl.where(t > 0, M, 0)), other=0.0)
-            s_prev = tl.sigmoid((u_prev - threshold) / e)
+            s_prev = _sigmoid((u_prev - threshold) / e)
             if RESET:
                 v_prev = u_prev * (1.0 - s_prev)
             else:

@@ -73,8 +73,9 @@ TAU_PARAMS = ("exp", "sigmoid")
 
 def soft_max_plus(x: torch.Tensor, eps: Param, dim: int = -1) -> torch.Tensor:
     """``LSE_eps(x) = eps * log(sum_j exp(x_j / eps))`` over ``dim``, the soft tropical sum;
-    ``max(x) <= LSE_eps(x) <= max(x) + eps * log n`` for ``n`` terms."""
-    return eps * torch.logsumexp(x / eps, dim=dim)
+    ``max(x) <= LSE_eps(x) <= max(x) + eps * log n`` for ``n`` terms. A tensor ``eps`` broadcasts
+    against ``x`` (size 1 along ``dim``)."""
+    return (eps * torch.logsumexp(x / eps, dim=dim, keepdim=True)).squeeze(dim)
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -173,7 +174,11 @@ def _neighbours(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _lse3(left, centre, right, eps, hard):
     stack = torch.stack([left, centre, right], dim=-1)
-    return stack.amax(-1) if hard else soft_max_plus(stack, eps)
+    if hard:
+        return stack.amax(-1)
+    if isinstance(eps, torch.Tensor):
+        eps = torch.broadcast_to(eps, left.shape).unsqueeze(-1)
+    return soft_max_plus(stack, eps)
 
 
 def ultradlif_reference(i, v0, eps, tau0, threshold, reset=True, hard=False,
