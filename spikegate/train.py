@@ -32,6 +32,7 @@ from spikegate.arguments import check_int, check_real
 from spikegate.atomic import atomic_write, save_json
 from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spikegate.energy import EnergyCounter, EnergyReport, preset_from_config
+from spikegate.neurons.ultralif import relaxed_neurons, tropical
 
 __all__ = ["run", "evaluate", "evaluate_run", "NonFiniteLossError"]
 
@@ -82,10 +83,7 @@ def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return keep  # type: ignore[return-value]
 
 
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, energy=None) -> dict[str, Any]:
-    """Accuracy and activity (spike rate, SynOps, energy and bit budget per inference, priced with
-    the ``energy`` config group's preset) on ``loader``."""
-    model.eval()
+def _score(model: torch.nn.Module, loader: DataLoader, device: torch.device, energy) -> tuple[float, EnergyReport]:
     correct = total = 0
     with torch.no_grad(), EnergyCounter(model) as counter:
         for x, y in loader:
@@ -94,8 +92,29 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, e
             counter.add_samples(y.shape[0], time_steps=x.shape[0])
             correct += int((logits.argmax(1) == y).sum())
             total += y.shape[0]
-    report = EnergyReport.from_counts(counter.counts(), preset_from_config(energy))
-    return {"test_accuracy": correct / max(total, 1), **report.metrics()}
+    return correct / max(total, 1), EnergyReport.from_counts(counter.counts(), preset_from_config(energy))
+
+
+def _soft_spike_rate(report: EnergyReport) -> float:
+    rows = [r for r in report.layers if r.rate_out_soft is not None]
+    steps = sum(r.neuron_steps for r in rows)
+    return sum(r.rate_out_soft * r.neuron_steps for r in rows) / steps if steps else 0.0
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, energy=None) -> dict[str, Any]:
+    """Accuracy and activity (spike rate, SynOps, energy and bit budget per inference, priced with
+    the ``energy`` config group's preset) on ``loader``. A network of relaxed (UltraLIF-family)
+    neurons is scored twice: as trained (soft spikes; ``soft_spike_rate`` is their mean value) and
+    in its tropical limit (``hard_test_accuracy``, ``hard_spike_rate``), the network as deployed."""
+    model.eval()
+    accuracy, report = _score(model, loader, device, energy)
+    scores = {"test_accuracy": accuracy, **report.metrics()}
+    if relaxed_neurons(model):
+        with tropical(model):
+            hard_accuracy, hard_report = _score(model, loader, device, energy)
+        scores.update(soft_spike_rate=_soft_spike_rate(report), hard_test_accuracy=hard_accuracy,
+                      hard_spike_rate=hard_report.spike_rate)
+    return scores
 
 
 def _build(cfg: DictConfig, device: torch.device):
@@ -200,6 +219,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     for epoch in range(start_epoch, tcfg.epochs):
+        if callable(getattr(rule, "on_epoch", None)):  # rules that change with progress (eps annealing)
+            rule.on_epoch(epoch, tcfg.epochs)
         model.train()
         order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         loader = DataLoader(train_set, batch_size=tcfg.batch_size, shuffle=True, generator=order,
@@ -249,6 +270,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "energy_pj_per_inference": final["energy_pj_per_inference"],
         "bit_budget_per_inference": final["bit_budget_per_inference"],
         "energy_preset": final["energy_preset"],
+        **{k: final[k] for k in ("soft_spike_rate", "hard_test_accuracy", "hard_spike_rate") if k in final},
         "epochs": final["epoch"],
         "wall_s": wall_before + time.perf_counter() - t0,
         "history": history,
