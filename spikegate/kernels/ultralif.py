@@ -42,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from spikegate.kernels.lif import _launch_config, _on_device, _or, _round_to
+from spikegate.kernels.lif import _MAX_NEURONS, _launch_config, _on_device, _or, _round_to
 from spikegate.neurons.checks import KERNEL_DTYPES
 
 __all__ = [
@@ -507,6 +507,9 @@ def ultra_forward(
     Returns ``(spikes [T, ...] dtype of i, v_last [...] dtype of i, kept [T, ...] f32 or None)``."""
     T, step = i.shape[0], i.shape[1:]
     m = step.numel()
+    if m > _MAX_NEURONS:
+        raise ValueError(f"i: the UltraLIF kernels take at most {_MAX_NEURONS} neurons per step "
+                         f"(int32 offsets within a step), got {m} (shape {tuple(i.shape)})")
     spikes = torch.empty_like(i)
     v_last = torch.empty(step, dtype=i.dtype, device=i.device)
     kept = torch.empty(i.shape, dtype=torch.float32, device=i.device) if save else None
