@@ -1,7 +1,7 @@
 """Fused Triton kernels for the UltraLIF family: one launch walks all T steps forward, one back.
 
 The math is :func:`spikegate.neurons.ultralif_sequence` and :func:`ultradlif_sequence`
-(DESIGN.md, Defs. 4.1 and 4.2); their torch references ``ultralif_reference`` and
+(the UltraLIF paper, Defs. 4.1 and 4.2); their torch references ``ultralif_reference`` and
 ``ultradlif_reference`` are the oracles these kernels are tested against.
 
 Layout. ``i [T, B, ...]`` is made contiguous and seen as ``[T, M]``. UltraLIF is elementwise: the
@@ -19,7 +19,7 @@ never reads ``i``: the softmax weights of the LSE are recovered from the kept me
 ``p_a = exp((a - u)/eps)`` for UltraLIF and by recomputing the neighbours' LSE for UltraDLIF,
 and ``d(eps*LSE(x/eps))/d eps`` is the entropy ``-sum_j p_j log p_j`` of those weights. For
 UltraLIF this costs a relative error of about ``ulp(u)/eps`` in the weights (float32: ``1e-6`` for
-``|u| ~ 1``, ``eps ~ 0.1``), which tests bound.
+``|u| ~ 1``, ``eps ~ 0.1``), inside the tolerance of the kernel tests.
 
 Kept for backward, per neuron-step (the only ``[T, ...]`` tensor a layer holds): the membrane
 ``u[t]`` (UltraLIF, UltraDLIF) or the pre-LSE ``w[t]`` (``leak_before_lse``) in float32,

@@ -1,6 +1,6 @@
 """UltraLIF family: LIF neurons relaxed by ultradiscretization (arXiv 2602.11206).
 
-Semantics (time-major ``i: [T, B, ...]``, ``eps > 0``, ``tau0`` in (0, 1]; DESIGN.md)::
+Semantics (time-major ``i: [T, B, ...]``, ``eps > 0``, ``tau0`` in (0, 1])::
 
     UltraLIF (Def. 4.1)
     u[t] = eps * log( exp((v[t-1] + log tau0)/eps) + exp(i[t]/eps) )      (stable logaddexp)
