@@ -83,7 +83,9 @@ def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return keep  # type: ignore[return-value]
 
 
-def _score(model: torch.nn.Module, loader: DataLoader, device: torch.device, energy) -> tuple[float, EnergyReport]:
+def _score(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+           energy) -> tuple[float, EnergyReport]:
+    """Accuracy and the energy report of one pass over ``loader``."""
     correct = total = 0
     with torch.no_grad(), EnergyCounter(model) as counter:
         for x, y in loader:

@@ -130,7 +130,7 @@ def test_surrogate_rule_takes_the_sparsity_penalty_too():
 
 
 def test_rule_errors():
-    with pytest.raises(ValueError, match=r"learning.eps_mode: expected one of \['learned', 'fixed', 'anneal'\], got 'frozen'"):
+    with pytest.raises(ValueError, match=r"learning.eps_mode: expected one of \[.*\], got 'frozen'"):
         Ultradiscrete(eps_mode="frozen")
     with pytest.raises(ValueError, match=r"learning.eps: expected a finite value > 0, got 0"):
         Ultradiscrete(eps=0)
