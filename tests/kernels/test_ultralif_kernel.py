@@ -172,3 +172,15 @@ def test_bytes_per_neuron_step():
     assert ultra_bytes_per_neuron_step(torch.bfloat16, backward=True) == 8
     with pytest.raises(TypeError, match="dtype"):
         ultra_saved_bytes_per_neuron_step(torch.float64)
+
+
+@pytest.mark.parametrize("family, variant", VARIANTS)
+def test_kernel_single_step_and_smallest_row(family, variant):
+    """T = 1 (the paper's headline setting) and rows of exactly 3 coupled neurons."""
+    args = _inputs((1, 2, 3), torch.float32, seed=13, per_neuron=False)
+    g_s = torch.randn(1, 2, 3, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    g_v = torch.randn(2, 3, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    ref, tri = _functions(family, variant)
+    for a, b in zip(_run_with_grads(tri, args, 0.5, True, g_s, g_v),
+                    _run_with_grads(ref, args, 0.5, True, g_s, g_v)):
+        torch.testing.assert_close(a, b, **GRAD_TOL)
