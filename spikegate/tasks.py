@@ -43,6 +43,13 @@ def task_from_config(cfg: DictConfig):
     return ClassificationTask() if spec is None else instantiate(spec)
 
 
+def _soft_spike_rate(report: EnergyReport) -> float:
+    """Mean soft spike value over the relaxed neuron layers' steps."""
+    rows = [r for r in report.layers if r.rate_out_soft is not None]
+    steps = sum(r.neuron_steps for r in rows)
+    return sum(r.rate_out_soft * r.neuron_steps for r in rows) / steps if steps else 0.0
+
+
 class ClassificationTask:
     """Labels ``y [B]`` of a time-major input ``x [T, B, ...]``; the model returns
     ``logits [B, classes]``. Loss: cross entropy; score: ``test_accuracy``."""
@@ -69,10 +76,8 @@ class ClassificationTask:
     def train_row(self, loss_mean: float, correct: int, seen: int) -> dict[str, float]:
         return {"train_loss": loss_mean, "train_accuracy": correct / max(seen, 1)}
 
-    def evaluate(self, model, loader: DataLoader, device: torch.device, energy=None) -> dict[str, Any]:
-        """Accuracy and activity (spike rate, SynOps, energy and bit budget per inference, priced
-        with the ``energy`` config group's preset) on ``loader``."""
-        model.eval()
+    def _score(self, model, loader: DataLoader, device: torch.device, energy) -> tuple[float, EnergyReport]:
+        """Accuracy and the energy report of one pass over ``loader``."""
         correct = total = 0
         with torch.no_grad(), EnergyCounter(model) as counter:
             for x, y in loader:
@@ -81,13 +86,31 @@ class ClassificationTask:
                 counter.add_samples(y.shape[0], time_steps=x.shape[0])
                 correct += int((logits.argmax(1) == y).sum())
                 total += y.shape[0]
-        report = EnergyReport.from_counts(counter.counts(), preset_from_config(energy))
-        return {"test_accuracy": correct / max(total, 1), **report.metrics()}
+        return correct / max(total, 1), EnergyReport.from_counts(counter.counts(), preset_from_config(energy))
+
+    def evaluate(self, model, loader: DataLoader, device: torch.device, energy=None) -> dict[str, Any]:
+        """Accuracy and activity (spike rate, SynOps, energy and bit budget per inference, priced
+        with the ``energy`` config group's preset) on ``loader``. A network of relaxed
+        (UltraLIF-family) neurons is scored twice: as trained (soft spikes; ``soft_spike_rate`` is
+        their mean value) and in its tropical limit (``hard_test_accuracy``, ``hard_spike_rate``),
+        the network as deployed."""
+        from spikegate.neurons.ultralif import relaxed_neurons, tropical
+
+        model.eval()
+        accuracy, report = self._score(model, loader, device, energy)
+        scores = {"test_accuracy": accuracy, **report.metrics()}
+        if relaxed_neurons(model):
+            with tropical(model):
+                hard_accuracy, hard_report = self._score(model, loader, device, energy)
+            scores.update(soft_spike_rate=_soft_spike_rate(report), hard_test_accuracy=hard_accuracy,
+                          hard_spike_rate=hard_report.spike_rate)
+        return scores
 
     def final_metrics(self, row: dict[str, Any]) -> dict[str, Any]:
         keys = ("test_accuracy", "spike_rate", "synops_per_inference", "dense_macs_per_inference",
                 "energy_pj_per_inference", "bit_budget_per_inference", "energy_preset")
-        return {k: row[k] for k in keys}
+        relaxed = ("soft_spike_rate", "hard_test_accuracy", "hard_spike_rate")
+        return {**{k: row[k] for k in keys}, **{k: row[k] for k in relaxed if k in row}}
 
     def summary(self, scores: dict[str, Any]) -> str:
         return (

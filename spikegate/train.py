@@ -235,6 +235,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
 
     t0 = time.perf_counter()
     for epoch in range(start_epoch, tcfg.epochs):
+        if callable(getattr(rule, "on_epoch", None)):  # rules that change with progress (eps annealing)
+            rule.on_epoch(epoch, tcfg.epochs)
         model.train()
         order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         loader = DataLoader(train_set, batch_size=tcfg.batch_size, shuffle=True, generator=order,

@@ -6,6 +6,17 @@ from .dualpath import Cauchy, SpikeEncoder, SpikingFeedForward, spike_encoder_se
 from .dualpath_mixer import DualPathBlock, DualPathMixer, MixerState
 from .lif import LIF, lif_sequence
 from .sequential import LIFSpikes, SpikesOnly
+from .ultralif import (
+    UltraDLIF,
+    UltraDPLIF,
+    UltraLIF,
+    UltraPLIF,
+    relaxed_neurons,
+    soft_max_plus,
+    tropical,
+    ultradlif_sequence,
+    ultralif_sequence,
+)
 from .surrogate import ATan, FastSigmoid, Sigmoid, STE, Surrogate, Triangle, get_surrogate, spike
 
 __all__ = [
@@ -14,6 +25,15 @@ __all__ = [
     "SpikesOnly",
     "lif_sequence",
     "NeuronCost",
+    "ultralif_sequence",
+    "ultradlif_sequence",
+    "soft_max_plus",
+    "UltraLIF",
+    "UltraPLIF",
+    "UltraDLIF",
+    "UltraDPLIF",
+    "relaxed_neurons",
+    "tropical",
     "decay_scan_sequence",
     "Cauchy",
     "SpikeEncoder",

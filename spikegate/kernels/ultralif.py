@@ -1,0 +1,669 @@
+"""Fused Triton kernels for the UltraLIF family: one launch walks all T steps forward, one back.
+
+The math is :func:`spikegate.neurons.ultralif_sequence` and :func:`ultradlif_sequence`
+(the UltraLIF paper, Defs. 4.1 and 4.2); their torch references ``ultralif_reference`` and
+``ultradlif_reference`` are the oracles these kernels are tested against.
+
+Layout. ``i [T, B, ...]`` is made contiguous and seen as ``[T, M]``. UltraLIF is elementwise: the
+grid covers the ``M`` neurons of a step, ``BLOCK`` per program, each program looping over ``t``
+with the membrane in registers (the pattern of ``spikegate.kernels.lif``). UltraDLIF couples
+neighbours along the last dim ``N`` (rows ``R = M / N``): a program owns ``BLOCK_R`` whole rows
+(a ``[BLOCK_R, next_pow2(N)]`` tile) and trades each step's membrane with its neighbours through
+a small per-row scratch buffer (``[2, R, N]`` float32 forward, ``[3, R, N]`` backward) behind a
+CTA barrier, so rows never wait on each other. Rows are limited to ``N <= 8192`` neurons.
+
+Numerics. The LSE is the stable ``m + eps * log(sum_j exp((x_j - m)/eps))`` with ``m`` the max
+(no overflow for any ``|i|/eps``); state and all arithmetic are float32 for float32, float16 and
+bfloat16 inputs; spikes, ``v_last`` and ``grad_i`` come back in the input dtype. The backward
+never reads ``i``: the softmax weights of the LSE are recovered from the kept membrane,
+``p_a = exp((a - u)/eps)`` for UltraLIF and by recomputing the neighbours' LSE for UltraDLIF,
+and ``d(eps*LSE(x/eps))/d eps`` is the entropy ``-sum_j p_j log p_j`` of those weights. For
+UltraLIF this costs a relative error of about ``ulp(u)/eps`` in the weights (float32: ``1e-6`` for
+``|u| ~ 1``, ``eps ~ 0.1``), inside the tolerance of the kernel tests.
+
+Kept for backward, per neuron-step (the only ``[T, ...]`` tensor a layer holds): the membrane
+``u[t]`` (UltraLIF, UltraDLIF) or the pre-LSE ``w[t]`` (``leak_before_lse``) in float32,
+**4 bytes** for every input dtype (:func:`ultra_saved_bytes_per_neuron_step`). Spikes, ``v[t]``
+and the LSE weights are recomputed from it.
+
+Memory traffic per neuron-step (``b`` bytes per input element), :func:`ultra_bytes_per_neuron_step`:
+forward ``2b + 4`` in training (read i, write spikes, write the kept value), ``2b`` in inference;
+backward ``4 + 2b`` (read the kept value and ``grad_spikes``, write ``grad_i``). UltraDLIF adds
+its scratch traffic, which stays in L1/L2 (one row plane per step, reused). Per-neuron traffic
+(``v0``, ``eps``, ``tau0``, ``v_last`` and their gradients) is once per launch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+import triton
+import triton.language as tl
+
+from spikegate.kernels.lif import _MAX_NEURONS, _launch_config, _native_round, _on_device, _or, _round_to
+from spikegate.neurons.checks import KERNEL_DTYPES
+
+__all__ = [
+    "UltraSpec",
+    "ultra_forward",
+    "ultra_backward",
+    "UltraTritonFunction",
+    "ultralif_triton",
+    "ultradlif_triton",
+    "ultra_saved_bytes_per_neuron_step",
+    "ultra_bytes_per_neuron_step",
+]
+
+Param = Union[float, torch.Tensor]
+MAX_ROW = 8192
+
+
+# --------------------------------------------------------------------------------------------- #
+# Kernels: UltraLIF (elementwise)
+# --------------------------------------------------------------------------------------------- #
+
+
+@triton.jit
+def _param(ptr, offs, mask, scalar, PER_NEURON: tl.constexpr, other):
+    if PER_NEURON:
+        p = tl.load(ptr + offs, mask=mask, other=other)
+    else:
+        p = tl.full(offs.shape, scalar, tl.float32)
+    return p
+
+
+@triton.jit
+def _sigmoid(y):
+    """``1 / (1 + exp(-y))`` from ``exp(-|y|)``, which never overflows."""
+    z = tl.exp(-tl.abs(y))
+    return tl.where(y >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+
+
+@triton.jit
+def _soft_spike(u, e, threshold, HARD: tl.constexpr):
+    if HARD:
+        s = tl.where(u >= threshold, 1.0, 0.0)
+    else:
+        s = _sigmoid((u - threshold) / e)
+    return s
+
+
+@triton.jit(do_not_specialize=["T"])
+def _ultralif_fwd_kernel(
+    i_ptr, v0_ptr, eps_ptr, tau_ptr,            # in: [T, M], [M] (HAS_V0), [M] (per neuron)
+    spikes_ptr, saved_ptr, v_last_ptr,          # out: [T, M], [T, M] f32 (SAVE), [M]
+    T, M, eps, tau0, threshold,
+    HAS_V0: tl.constexpr, EPS_PER_NEURON: tl.constexpr, TAU_PER_NEURON: tl.constexpr,
+    SAVE: tl.constexpr, RESET: tl.constexpr, HARD: tl.constexpr, NATIVE_ROUND: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M
+    if HAS_V0:
+        v = tl.load(v0_ptr + offs, mask=mask, other=0.0)
+    else:
+        v = tl.zeros([BLOCK], dtype=tl.float32)
+    e = _param(eps_ptr, offs, mask, eps, EPS_PER_NEURON, 1.0)
+    log_tau = tl.log(_param(tau_ptr, offs, mask, tau0, TAU_PER_NEURON, 1.0))
+    x_ptrs = i_ptr + offs
+    s_ptrs = spikes_ptr + offs
+    k_ptrs = saved_ptr + offs
+    for t in range(T):
+        x = tl.load(x_ptrs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        a = v + log_tau
+        m = tl.maximum(a, x)
+        if HARD:
+            u = m
+        else:
+            u = m + e * tl.log(1.0 + tl.exp(-tl.abs(a - x) / e))
+        s = _soft_spike(u, e, threshold, HARD)
+        tl.store(s_ptrs, _round_to(s, spikes_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+        if SAVE:
+            tl.store(k_ptrs, u, mask=mask)
+        if RESET:
+            v = u * (1.0 - s)
+        else:
+            v = u
+        x_ptrs += M
+        s_ptrs += M
+        k_ptrs += M
+    tl.store(v_last_ptr + offs, _round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+
+
+@triton.jit
+def _spike_grads(u, s, gs, gv, r, e, threshold, RESET: tl.constexpr):
+    """Through ``s = sigmoid((u - threshold)/e)`` and ``v = r * (1 - s)`` (``v = r`` without the
+    reset): ``(dL/du via s and -r*ds, dL/de at fixed u, dL/dr)``."""
+    ds = s * (1.0 - s)
+    y = (u - threshold) / e
+    if RESET:
+        gu = (gs - gv * r) * ds / e
+        geps = (gv * r - gs) * ds * y / e
+        gr = gv * (1.0 - s)
+    else:
+        gu = gs * ds / e
+        geps = -gs * ds * y / e
+        gr = gv
+    return gu, geps, gr
+
+
+@triton.jit(do_not_specialize=["T"])
+def _ultralif_bwd_kernel(
+    saved_ptr, grad_spikes_ptr, grad_v_last_ptr, v0_ptr, eps_ptr, tau_ptr,     # in
+    grad_i_ptr, grad_v0_ptr, grad_eps_ptr, grad_tau_ptr,                       # out
+    T, M, eps, tau0, threshold,
+    HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr, HAS_V0: tl.constexpr,
+    EPS_PER_NEURON: tl.constexpr, TAU_PER_NEURON: tl.constexpr, NEED_GRAD_I: tl.constexpr,
+    RESET: tl.constexpr, NATIVE_ROUND: tl.constexpr, BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M
+    e = _param(eps_ptr, offs, mask, eps, EPS_PER_NEURON, 1.0)
+    tau = _param(tau_ptr, offs, mask, tau0, TAU_PER_NEURON, 1.0)
+    log_tau = tl.log(tau)
+    if HAS_GRAD_V_LAST:
+        gv = tl.load(grad_v_last_ptr + offs, mask=mask, other=0.0).to(tl.float32)   # dL/dv[t]
+    else:
+        gv = tl.zeros([BLOCK], dtype=tl.float32)
+    if HAS_V0:
+        v_init = tl.load(v0_ptr + offs, mask=mask, other=0.0)
+    else:
+        v_init = tl.zeros([BLOCK], dtype=tl.float32)
+    geps = tl.zeros([BLOCK], dtype=tl.float32)
+    ga_sum = tl.zeros([BLOCK], dtype=tl.float32)
+
+    last = (T - 1).to(tl.int64) * M
+    k_ptrs = saved_ptr + last + offs
+    gs_ptrs = grad_spikes_ptr + last + offs
+    gi_ptrs = grad_i_ptr + last + offs
+    u = tl.load(k_ptrs, mask=mask, other=0.0)
+    s = _sigmoid((u - threshold) / e)
+    for k in range(T):
+        t = T - 1 - k
+        k_ptrs -= M
+        u_prev = tl.load(k_ptrs, mask=offs < tl.where(t > 0, M, 0), other=0.0)
+        s_prev = _sigmoid((u_prev - threshold) / e)
+        if RESET:
+            v_prev = u_prev * (1.0 - s_prev)
+        else:
+            v_prev = u_prev
+        v_prev = tl.where(t > 0, v_prev, v_init)
+        # weights of the 2-term LSE, from u = a + eps*log(1 + exp((i - a)/eps))
+        a = v_prev + log_tau
+        log_p = tl.minimum((a - u) / e, 0.0)
+        p = tl.exp(log_p)
+        q = 1.0 - p
+        entropy = -(p * log_p) - tl.where(q > 0.0, q * tl.log(tl.maximum(q, 1e-38)), 0.0)
+        if HAS_GRAD_SPIKES:
+            gs = tl.load(gs_ptrs, mask=mask, other=0.0).to(tl.float32)
+            gs_ptrs -= M
+        else:
+            gs = tl.zeros([BLOCK], dtype=tl.float32)
+        gu, ge, gr = _spike_grads(u, s, gs, gv, u, e, threshold, RESET)
+        gu = gu + gr
+        geps += ge + gu * entropy
+        if NEED_GRAD_I:
+            tl.store(gi_ptrs, _round_to(gu * q, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+            gi_ptrs -= M
+        gv = gu * p
+        ga_sum += gv
+        u = u_prev
+        s = s_prev
+    tl.store(grad_v0_ptr + offs, gv, mask=mask)
+    tl.store(grad_eps_ptr + offs, geps, mask=mask)
+    tl.store(grad_tau_ptr + offs, ga_sum / tau, mask=mask)     # a = v + log tau0
+
+
+# --------------------------------------------------------------------------------------------- #
+# Kernels: UltraDLIF (rows of N coupled neurons)
+# --------------------------------------------------------------------------------------------- #
+
+
+@triton.jit
+def _lse3(left, centre, right, e):
+    """``(eps*LSE, p_left, p_centre, p_right, entropy)`` of three terms, stable."""
+    m = tl.maximum(tl.maximum(left, centre), right)
+    zl = (left - m) / e
+    zc = (centre - m) / e
+    zr = (right - m) / e
+    el = tl.exp(zl)
+    ec = tl.exp(zc)
+    er = tl.exp(zr)
+    total = el + ec + er
+    log_total = tl.log(total)
+    pl = el / total
+    pc = ec / total
+    pr = er / total
+    entropy = log_total - (pl * zl + pc * zc + pr * zr)
+    return m + e * log_total, pl, pc, pr, entropy
+
+
+@triton.jit
+def _rows(BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, R, N):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_N)
+    mask = (rows < R)[:, None] & (cols < N)[None, :]
+    idx = rows[:, None] * N + cols[None, :]
+    left = rows[:, None] * N + ((cols + N - 1) % N)[None, :]
+    right = rows[:, None] * N + ((cols + 1) % N)[None, :]
+    return idx, left, right, mask
+
+
+@triton.jit(do_not_specialize=["T"])
+def _ultradlif_fwd_kernel(
+    i_ptr, v0_ptr, eps_ptr, tau_ptr,            # in: [T, R, N], [R, N], per neuron
+    spikes_ptr, saved_ptr, v_last_ptr, scratch_ptr,   # out; scratch [2, R, N] f32
+    T, R, N, eps, tau0, threshold,
+    HAS_V0: tl.constexpr, EPS_PER_NEURON: tl.constexpr, TAU_PER_NEURON: tl.constexpr,
+    SAVE: tl.constexpr, RESET: tl.constexpr, HARD: tl.constexpr,
+    LEAK_BEFORE: tl.constexpr, RESET_PRE: tl.constexpr, NATIVE_ROUND: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    idx, left, right, mask = _rows(BLOCK_R, BLOCK_N, R, N)
+    M = R * N
+    if HAS_V0:
+        v = tl.load(v0_ptr + idx, mask=mask, other=0.0)
+    else:
+        v = tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)
+    e = _param(eps_ptr, idx, mask, eps, EPS_PER_NEURON, 1.0)
+    tau = _param(tau_ptr, idx, mask, tau0, TAU_PER_NEURON, 1.0)
+    log_tau = tl.log(tau)
+    x_ptrs = i_ptr + idx
+    s_ptrs = spikes_ptr + idx
+    k_ptrs = saved_ptr + idx
+    for t in range(T):
+        x = tl.load(x_ptrs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        if LEAK_BEFORE:
+            w = tau * v + x
+            c = w
+        else:
+            w = v
+            c = v
+        # double-buffered by step parity: one barrier per step keeps reads and writes apart
+        buf = scratch_ptr + (t % 2) * M
+        tl.store(buf + idx, c, mask=mask)
+        tl.debug_barrier()
+        cl = tl.load(buf + left, mask=mask, other=0.0)
+        cr = tl.load(buf + right, mask=mask, other=0.0)
+        if not LEAK_BEFORE:
+            c = c + log_tau
+        if HARD:
+            lse = tl.maximum(tl.maximum(cl, c), cr)
+        else:
+            lse, pl, pc, pr, h = _lse3(cl, c, cr, e)
+        if LEAK_BEFORE:
+            u = lse
+        else:
+            u = lse + x
+        s = _soft_spike(u, e, threshold, HARD)
+        tl.store(s_ptrs, _round_to(s, spikes_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+        if SAVE:
+            if LEAK_BEFORE:
+                tl.store(k_ptrs, w, mask=mask)
+            else:
+                tl.store(k_ptrs, u, mask=mask)
+        if RESET_PRE:
+            r = w
+        else:
+            r = u
+        if RESET:
+            v = r * (1.0 - s)
+        else:
+            v = r
+        x_ptrs += M
+        s_ptrs += M
+        k_ptrs += M
+    tl.store(v_last_ptr + idx, _round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _ultradlif_bwd_kernel(
+    saved_ptr, grad_spikes_ptr, grad_v_last_ptr, v0_ptr, eps_ptr, tau_ptr, scratch_ptr,   # in
+    grad_i_ptr, grad_v0_ptr, grad_eps_ptr, grad_tau_ptr,                                 # out
+    T, R, N, eps, tau0, threshold,
+    HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr, HAS_V0: tl.constexpr,
+    EPS_PER_NEURON: tl.constexpr, TAU_PER_NEURON: tl.constexpr, NEED_GRAD_I: tl.constexpr,
+    RESET: tl.constexpr, LEAK_BEFORE: tl.constexpr, RESET_PRE: tl.constexpr, NATIVE_ROUND: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    idx, left, right, mask = _rows(BLOCK_R, BLOCK_N, R, N)
+    M = R * N
+    plane_v = scratch_ptr              # the step's membrane (or w), traded with the neighbours
+    plane_l = scratch_ptr + M          # gu * p_left, sent to the left neighbour
+    plane_r = scratch_ptr + 2 * M      # gu * p_right, sent to the right neighbour
+    e = _param(eps_ptr, idx, mask, eps, EPS_PER_NEURON, 1.0)
+    tau = _param(tau_ptr, idx, mask, tau0, TAU_PER_NEURON, 1.0)
+    log_tau = tl.log(tau)
+    if HAS_GRAD_V_LAST:
+        gv = tl.load(grad_v_last_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+    else:
+        gv = tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)
+    if HAS_V0:
+        v_init = tl.load(v0_ptr + idx, mask=mask, other=0.0)
+    else:
+        v_init = tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)
+    geps = tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)
+    gtau = tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)
+    gw_next = tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)   # dL/dw[t+1] (leak before LSE)
+
+    last = (T - 1).to(tl.int64) * M
+    k_ptrs = saved_ptr + last + idx
+    gs_ptrs = grad_spikes_ptr + last + idx
+    gi_ptrs = grad_i_ptr + last + idx
+    kept = tl.load(k_ptrs, mask=mask, other=0.0)
+    if not LEAK_BEFORE:
+        s = _sigmoid((kept - threshold) / e)
+    for k in range(T):
+        t = T - 1 - k
+        k_ptrs -= M
+        if HAS_GRAD_SPIKES:
+            gs = tl.load(gs_ptrs, mask=mask, other=0.0).to(tl.float32)
+            gs_ptrs -= M
+        else:
+            gs = tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)
+        if LEAK_BEFORE:
+            # kept = w[t]; u = LSE over the neighbours of w, recomputed
+            w = kept
+            tl.store(plane_v + idx, w, mask=mask)
+            tl.debug_barrier()
+            wl = tl.load(plane_v + left, mask=mask, other=0.0)
+            wr = tl.load(plane_v + right, mask=mask, other=0.0)
+            u, pl, pc, pr, h = _lse3(wl, w, wr, e)
+            s = _sigmoid((u - threshold) / e)
+            if RESET_PRE:
+                r = w
+            else:
+                r = u
+            if RESET:
+                v_t = r * (1.0 - s)
+            else:
+                v_t = r
+            gtau += gw_next * v_t                      # w[t+1] = tau * v[t] + i[t+1]
+            gl, ge, gr = _spike_grads(u, s, gs, gv, r, e, threshold, RESET)
+            if RESET_PRE:
+                g_own = gr
+            else:
+                gl = gl + gr
+                g_own = tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)
+            geps += ge + gl * h
+            tl.store(plane_l + idx, gl * pl, mask=mask)
+            tl.store(plane_r + idx, gl * pr, mask=mask)
+            tl.debug_barrier()
+            gw = g_own + gl * pc + tl.load(plane_l + right, mask=mask, other=0.0) \
+                + tl.load(plane_r + left, mask=mask, other=0.0)
+            if NEED_GRAD_I:
+                tl.store(gi_ptrs, _round_to(gw, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+                gi_ptrs -= M
+            gv = gw * tau
+            gw_next = gw
+            kept = tl.load(k_ptrs, mask=mask & (idx < tl.where(t > 0, M, 0)), other=0.0)
+        else:
+            # kept = u[t]; the LSE weights come from the neighbours' v[t-1]
+            u = kept
+            u_prev = tl.load(k_ptrs, mask=mask & (idx < tl.where(t > 0, M, 0)), other=0.0)
+            s_prev = _sigmoid((u_prev - threshold) / e)
+            if RESET:
+                v_prev = u_prev * (1.0 - s_prev)
+            else:
+                v_prev = u_prev
+            v_prev = tl.where(t > 0, v_prev, v_init)
+            tl.store(plane_v + idx, v_prev, mask=mask)
+            tl.debug_barrier()
+            vl = tl.load(plane_v + left, mask=mask, other=0.0)
+            vr = tl.load(plane_v + right, mask=mask, other=0.0)
+            lse, pl, pc, pr, h = _lse3(vl, v_prev + log_tau, vr, e)
+            gu, ge, gr = _spike_grads(u, s, gs, gv, u, e, threshold, RESET)
+            gu = gu + gr
+            geps += ge + gu * h
+            if NEED_GRAD_I:
+                tl.store(gi_ptrs, _round_to(gu, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+                gi_ptrs -= M
+            gtau += gu * pc / tau                      # centre term v + log tau0
+            tl.store(plane_l + idx, gu * pl, mask=mask)
+            tl.store(plane_r + idx, gu * pr, mask=mask)
+            tl.debug_barrier()
+            gv = gu * pc + tl.load(plane_l + right, mask=mask, other=0.0) \
+                + tl.load(plane_r + left, mask=mask, other=0.0)
+            kept = u_prev
+            s = s_prev
+    if LEAK_BEFORE:
+        gtau += gw_next * v_init
+    tl.store(grad_v0_ptr + idx, gv, mask=mask)
+    tl.store(grad_eps_ptr + idx, geps, mask=mask)
+    tl.store(grad_tau_ptr + idx, gtau, mask=mask)
+
+
+# --------------------------------------------------------------------------------------------- #
+# Launchers: pure functions of tensors (ready to be registered as custom ops)
+# --------------------------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class UltraSpec:
+    """What a launch computes: ``family`` ``"lif"`` (UltraLIF) or ``"dlif"`` (UltraDLIF), and the
+    switches of :func:`spikegate.neurons.ultradlif_sequence`."""
+
+    family: str
+    threshold: float
+    reset: bool = True
+    hard: bool = False
+    leak_before_lse: bool = False
+    reset_pre_lse: bool = False
+
+
+def ultra_saved_bytes_per_neuron_step(dtype: torch.dtype) -> int:
+    """Bytes kept for backward per neuron-step: float32 ``u`` (or ``w``), for every input dtype."""
+    _check_kernel_dtype(dtype)
+    return 4
+
+
+def ultra_bytes_per_neuron_step(dtype: torch.dtype, *, backward: bool, training: bool = True) -> int:
+    """Global-memory bytes per neuron-step of one launch (module docstring): forward ``2b`` plus
+    the kept value in training, backward kept value + ``grad_spikes`` + ``grad_i``."""
+    b = torch.empty((), dtype=_check_kernel_dtype(dtype)).element_size()
+    kept = ultra_saved_bytes_per_neuron_step(dtype)
+    if backward:
+        return kept + 2 * b
+    return 2 * b + (kept if training else 0)
+
+
+def _check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype not in KERNEL_DTYPES:
+        raise TypeError(f"dtype: the UltraLIF kernels take float32, float16, bfloat16, got {dtype}")
+    return dtype
+
+
+def _per_neuron(p: Optional[torch.Tensor], step_shape: torch.Size) -> Optional[torch.Tensor]:
+    """A tensor parameter as the kernels read it, ``[M]`` float32; None stays None."""
+    if p is None:
+        return None
+    return p.detach().to(torch.float32).expand(step_shape).contiguous()
+
+
+def _dlif_config(rows: int, n: int, device: torch.device) -> tuple[int, int, int]:
+    """``(BLOCK_R, BLOCK_N, num_warps)``: whole rows per program, about 1024 neurons a tile."""
+    if n > MAX_ROW:
+        raise ValueError(f"i: the UltraDLIF kernel takes rows of at most {MAX_ROW} neurons "
+                         f"(the last dim), got {n}; use backend='torch'")
+    block_n = triton.next_power_of_2(n)
+    block_r = max(1, min(triton.next_power_of_2(max(rows, 1)), 1024 // block_n))
+    return block_r, block_n, 4 if block_n * block_r <= 2048 else 8
+
+
+def ultra_forward(
+    i: torch.Tensor,
+    v0: Optional[torch.Tensor],
+    eps: Optional[torch.Tensor],
+    tau0: Optional[torch.Tensor],
+    eps_scalar: float,
+    tau0_scalar: float,
+    spec: UltraSpec,
+    *,
+    save: bool,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """One forward launch. ``i [T, B, ...]`` contiguous; ``v0`` float32 ``[B, ...]`` or None;
+    ``eps``/``tau0`` float32 ``[B, ...]`` per neuron or None (then the scalars are used).
+    Returns ``(spikes [T, ...] dtype of i, v_last [...] dtype of i, kept [T, ...] f32 or None)``."""
+    T, step = i.shape[0], i.shape[1:]
+    m = step.numel()
+    if m > _MAX_NEURONS:
+        raise ValueError(f"i: the UltraLIF kernels take at most {_MAX_NEURONS} neurons per step "
+                         f"(int32 offsets within a step), got {m} (shape {tuple(i.shape)})")
+    spikes = torch.empty_like(i)
+    v_last = torch.empty(step, dtype=i.dtype, device=i.device)
+    kept = torch.empty(i.shape, dtype=torch.float32, device=i.device) if save else None
+    if m == 0:
+        return spikes, v_last, kept
+    flags = dict(HAS_V0=v0 is not None, EPS_PER_NEURON=eps is not None,
+                 TAU_PER_NEURON=tau0 is not None, SAVE=save, RESET=spec.reset, HARD=spec.hard)
+    common = (i, _or(v0, i), _or(eps, i), _or(tau0, i), spikes, _or(kept, spikes), v_last)
+    with _on_device(i.device):
+        if spec.family == "lif":
+            block, warps = _launch_config(m, i.device)
+            _ultralif_fwd_kernel[(triton.cdiv(m, block),)](
+                *common, T, m, eps_scalar, tau0_scalar, spec.threshold, **flags,
+                NATIVE_ROUND=_native_round(), BLOCK=block, num_warps=warps,
+            )
+        else:
+            n = step[-1]
+            rows = m // n
+            block_r, block_n, warps = _dlif_config(rows, n, i.device)
+            scratch = torch.empty((2, rows, n), dtype=torch.float32, device=i.device)
+            _ultradlif_fwd_kernel[(triton.cdiv(rows, block_r),)](
+                *common, scratch, T, rows, n, eps_scalar, tau0_scalar, spec.threshold, **flags,
+                LEAK_BEFORE=spec.leak_before_lse, RESET_PRE=spec.reset_pre_lse,
+                NATIVE_ROUND=_native_round(), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
+            )
+    return spikes, v_last, kept
+
+
+def ultra_backward(
+    kept: torch.Tensor,
+    grad_spikes: Optional[torch.Tensor],
+    grad_v_last: Optional[torch.Tensor],
+    v0: Optional[torch.Tensor],
+    eps: Optional[torch.Tensor],
+    tau0: Optional[torch.Tensor],
+    eps_scalar: float,
+    tau0_scalar: float,
+    spec: UltraSpec,
+    *,
+    grad_dtype: torch.dtype,
+    need_grad_i: bool = True,
+) -> tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One backward launch from the kept ``[T, ...]`` float32 value. Returns ``(grad_i [T, ...]
+    in grad_dtype or None, grad_v0, grad_eps, grad_tau0)``, the last three float32 per neuron
+    ``[...]`` (sum them to the parameters' shapes)."""
+    T, step, device = kept.shape[0], kept.shape[1:], kept.device
+    m = step.numel()
+    grad_i = torch.empty(kept.shape, dtype=grad_dtype, device=device) if need_grad_i else None
+    grad_v0, grad_eps, grad_tau = (torch.zeros(step, dtype=torch.float32, device=device)
+                                   for _ in range(3))
+    if m == 0:
+        return grad_i, grad_v0, grad_eps, grad_tau
+    grad_spikes = None if grad_spikes is None else grad_spikes.contiguous()
+    grad_v_last = None if grad_v_last is None else grad_v_last.contiguous()
+    ins = (kept, _or(grad_spikes, kept), _or(grad_v_last, kept), _or(v0, kept), _or(eps, kept),
+           _or(tau0, kept))
+    outs = (_or(grad_i, kept), grad_v0, grad_eps, grad_tau)
+    flags = dict(HAS_GRAD_SPIKES=grad_spikes is not None, HAS_GRAD_V_LAST=grad_v_last is not None,
+                 HAS_V0=v0 is not None, EPS_PER_NEURON=eps is not None,
+                 TAU_PER_NEURON=tau0 is not None, NEED_GRAD_I=need_grad_i, RESET=spec.reset)
+    with _on_device(device):
+        if spec.family == "lif":
+            block, warps = _launch_config(m, device)
+            _ultralif_bwd_kernel[(triton.cdiv(m, block),)](
+                *ins, *outs, T, m, eps_scalar, tau0_scalar, spec.threshold, **flags,
+                NATIVE_ROUND=_native_round(), BLOCK=block, num_warps=warps,
+            )
+        else:
+            n = step[-1]
+            rows = m // n
+            block_r, block_n, warps = _dlif_config(rows, n, device)
+            scratch = torch.empty((3, rows, n), dtype=torch.float32, device=device)
+            _ultradlif_bwd_kernel[(triton.cdiv(rows, block_r),)](
+                *ins, scratch, *outs, T, rows, n, eps_scalar, tau0_scalar, spec.threshold,
+                **flags, LEAK_BEFORE=spec.leak_before_lse, RESET_PRE=spec.reset_pre_lse,
+                NATIVE_ROUND=_native_round(), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
+            )
+    return grad_i, grad_v0, grad_eps, grad_tau
+
+
+# --------------------------------------------------------------------------------------------- #
+# Autograd
+# --------------------------------------------------------------------------------------------- #
+
+
+def _split(p: Param, step: torch.Size) -> tuple[Optional[torch.Tensor], float]:
+    return (_per_neuron(p, step), 1.0) if isinstance(p, torch.Tensor) else (None, float(p))
+
+
+class UltraTritonFunction(torch.autograd.Function):
+    """UltraLIF / UltraDLIF over ``T`` steps as two Triton launches:
+    ``apply(i, v0, eps, tau0, spec) -> (spikes, v_last)``, gradients for all four tensors (``eps``
+    and ``tau0`` floats or tensors of any broadcastable shape, their gradients summed to it).
+
+    Keeps for backward the float32 membrane (4 bytes per neuron-step) and, per neuron, ``v0``,
+    ``eps`` and ``tau0`` in float32.
+    """
+
+    @staticmethod
+    def forward(ctx, i, v0, eps, tau0, spec):
+        _check_kernel_dtype(i.dtype)
+        step = i.shape[1:]
+        v0_f32 = None if v0 is None else v0.detach().to(torch.float32).contiguous()
+        (eps_t, eps_s), (tau_t, tau_s) = _split(eps, step), _split(tau0, step)
+        spikes, v_last, kept = ultra_forward(i.contiguous(), v0_f32, eps_t, tau_t, eps_s, tau_s,
+                                             spec, save=True)
+        ctx.save_for_backward(kept, v0_f32, eps_t, tau_t)
+        ctx.set_materialize_grads(False)
+        ctx.scalars = (eps_s, tau_s)
+        ctx.spec = spec
+        ctx.meta = tuple((p.shape, p.dtype) if isinstance(p, torch.Tensor) else None
+                         for p in (i, v0, eps, tau0))
+        return spikes, v_last
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_spikes, grad_v_last):
+        kept, v0_f32, eps_t, tau_t = ctx.saved_tensors
+        need = ctx.needs_input_grad[:4]
+        grad_i, grad_v0, grad_eps, grad_tau = ultra_backward(
+            kept, grad_spikes, grad_v_last, v0_f32, eps_t, tau_t, *ctx.scalars, ctx.spec,
+            grad_dtype=ctx.meta[0][1], need_grad_i=need[0],
+        )
+        out = [grad_i if need[0] else None]
+        for needed, grad, meta in zip(need[1:], (grad_v0, grad_eps, grad_tau), ctx.meta[1:]):
+            out.append(grad.sum_to_size(meta[0]).to(meta[1]) if needed and meta is not None else None)
+        return (*out, None)
+
+
+def _run(i, v0, eps, tau0, spec: UltraSpec):
+    tensors = [t for t in (i, v0, eps, tau0) if isinstance(t, torch.Tensor)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return UltraTritonFunction.apply(i, v0, eps, tau0, spec)
+    # inference: nothing kept
+    _check_kernel_dtype(i.dtype)
+    step = i.shape[1:]
+    v0_f32 = None if v0 is None else v0.to(torch.float32).contiguous()
+    (eps_t, eps_s), (tau_t, tau_s) = _split(eps, step), _split(tau0, step)
+    spikes, v_last, _ = ultra_forward(i.contiguous(), v0_f32, eps_t, tau_t, eps_s, tau_s, spec,
+                                      save=False)
+    return spikes, v_last
+
+
+def ultralif_triton(i: torch.Tensor, v0: Optional[torch.Tensor], eps: Param, tau0: Param, *,
+                    threshold: float, reset: bool, hard: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """UltraLIF on the Triton kernels; arguments already validated by ``ultralif_sequence``."""
+    return _run(i, v0, eps, tau0, UltraSpec("lif", threshold, reset, hard))
+
+
+def ultradlif_triton(i: torch.Tensor, v0: Optional[torch.Tensor], eps: Param, tau0: Param, *,
+                     threshold: float, reset: bool, hard: bool, leak_before_lse: bool,
+                     reset_pre_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """UltraDLIF on the Triton kernels; arguments already validated by ``ultradlif_sequence``."""
+    spec = UltraSpec("dlif", threshold, reset, hard, leak_before_lse, reset_pre_lse)
+    return _run(i, v0, eps, tau0, spec)
+

@@ -1,0 +1,517 @@
+"""UltraLIF family: LIF neurons relaxed by ultradiscretization (arXiv 2602.11206).
+
+Semantics (time-major ``i: [T, B, ...]``, ``eps > 0``, ``tau0`` in (0, 1])::
+
+    UltraLIF (Def. 4.1)
+    u[t] = eps * log( exp((v[t-1] + log tau0)/eps) + exp(i[t]/eps) )      (stable logaddexp)
+    s[t] = sigmoid((u[t] - threshold)/eps)                                 (soft spike in (0, 1))
+    v[t] = u[t] * (1 - s[t])                                               (reset=False: v[t] = u[t])
+
+    UltraDLIF (Def. 4.2), neighbours k-1, k, k+1 along the last dim, circular within each row
+    u_k[t] = eps * LSE((v_{k-1}[t-1], v_k[t-1] + log tau0, v_{k+1}[t-1]) / eps) + i_k[t]
+    same spike and reset; tau0 = 1 (the default) is Def. 4.2 exactly.
+
+``v[-1] = v0`` or 0. UltraPLIF and UltraDPLIF learn tau0; all four learn ``eps = exp(log_eps)``
+clamped to [0.1, 20] (init 1). ``hard=True`` evaluates the tropical limit eps -> 0: the max-plus
+membrane ``max(v + log tau0, i)`` (``max(v_{k-1}, v_k + log tau0, v_{k+1}) + i``) and Heaviside
+spikes ``u >= threshold``; it has no gradient.
+
+The authors' released code (github.com/JomaMinoza/UltraLIF) differs from the paper's equations in
+places; these switches reproduce it, the paper form being the default:
+
+* ``threshold``: the library's neurons spike at ``sigmoid(u/eps)``, i.e. ``threshold=0``; its eps
+  ablation uses ``threshold=1.0``; the paper states 0.5.
+* ``leak_before_lse=True`` (UltraDLIF only): the library's UltraDLIF first leaks linearly,
+  ``w = tau0 * v + i``, then takes the LSE over the neighbours of ``w`` (no ``+ i`` after it) and
+  spikes on that: ``u = eps * LSE((w_{k-1}, w_k, w_{k+1})/eps)``.
+* ``reset_pre_lse=True`` (with ``leak_before_lse``): that code resets the pre-LSE membrane,
+  ``v = w * (1 - s)``, not ``u * (1 - s)``.
+* ``tau_param="sigmoid"`` (modules with a learnable tau0): the library's UltraDPLIF keeps
+  ``tau0 = sigmoid(raw)`` (and initialises ``raw = 0.9``, i.e. tau0 = 0.711: pass ``tau0=0.711``
+  to start where it does); the default ``"exp"`` is ``tau0 = exp(log_tau0)`` clamped to
+  [0.01, 1], as its UltraPLIF does (clamped at 0.99 there).
+* The library's UltraDLIF has a fixed tau0 = 0.9 used only in the linear leak; the eps ablation's
+  UltraDPLIF multiplies the centre term by tau0 (``v_k * tau0``) where Def. 4.2 and this module
+  add ``log tau0`` (the max-plus image of the product).
+
+Two backends compute it: the fused Triton kernels (``spikegate.kernels.ultralif``, one launch for
+all T steps each way) and the torch reference below, a per-step loop of differentiable torch ops
+(autograd through the unrolled graph), which is the CPU path and the kernels' oracle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Optional, Union
+
+import torch
+from torch import nn
+
+from spikegate.arguments import check_choice, check_real
+
+from .checks import BACKENDS, check_decay, check_sequence, check_state, resolve_backend
+from .cost import NeuronCost
+
+__all__ = [
+    "ultralif_sequence",
+    "ultradlif_sequence",
+    "soft_max_plus",
+    "UltraLIF",
+    "UltraPLIF",
+    "UltraDLIF",
+    "UltraDPLIF",
+    "relaxed_neurons",
+    "tropical",
+    "EPS_RANGE",
+]
+
+Param = Union[float, torch.Tensor]
+EPS_RANGE = (0.1, 20.0)  # a learnable eps is clamped to this range (paper, Sec. 4)
+TAU_PARAMS = ("exp", "sigmoid")
+
+
+def soft_max_plus(x: torch.Tensor, eps: Param, dim: int = -1) -> torch.Tensor:
+    """``LSE_eps(x) = eps * log(sum_j exp(x_j / eps))`` over ``dim``, the soft tropical sum;
+    ``max(x) <= LSE_eps(x) <= max(x) + eps * log n`` for ``n`` terms. A tensor ``eps`` broadcasts
+    against ``x`` (size 1 along ``dim``)."""
+    return (eps * torch.logsumexp(x / eps, dim=dim, keepdim=True)).squeeze(dim)
+
+
+# --------------------------------------------------------------------------------------------- #
+# Checks
+# --------------------------------------------------------------------------------------------- #
+
+
+def _check_eps(eps: object, x: torch.Tensor, *, values: bool) -> None:
+    if not isinstance(eps, torch.Tensor):
+        check_real(eps, "eps", strict=True)
+        return
+    try:
+        shape = torch.broadcast_shapes(eps.shape, x.shape[1:])
+    except RuntimeError:
+        shape = None
+    if shape != x.shape[1:]:
+        raise ValueError(
+            f"eps: expected a float or a tensor broadcastable to the step shape "
+            f"{tuple(x.shape[1:])}, got shape {tuple(eps.shape)}"
+        )
+    if eps.device != x.device:
+        raise ValueError(f"eps: expected device {x.device}, got {eps.device}")
+    if values and eps.numel():
+        with torch.no_grad():
+            low, high = float(eps.min()), float(eps.max())
+        if not (low > 0 and math.isfinite(high)):
+            raise ValueError(f"eps: expected finite values > 0, got minimum {low}")
+
+
+def _check_common(i, v0, eps, tau0, threshold, reset, hard, validate) -> float:
+    check_sequence(i, "i", finite=validate)
+    check_state(v0, i, "v0")
+    _check_eps(eps, i, values=validate)
+    check_decay(tau0, i, "tau0", values=validate)
+    for name, flag in (("reset", reset), ("hard", hard)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected a bool, got {type(flag).__name__}")
+    threshold = check_real(threshold, "threshold", minimum=-math.inf)
+    if hard and torch.is_grad_enabled():
+        wanting = [n for n, t in (("i", i), ("v0", v0), ("eps", eps), ("tau0", tau0))
+                   if isinstance(t, torch.Tensor) and t.requires_grad]
+        if wanting:
+            raise ValueError(
+                "hard: the tropical limit (hard=True, Heaviside spikes) has no gradient, but "
+                f"{', '.join(wanting)} require grad; run it under torch.no_grad() or use hard=False"
+            )
+    return threshold
+
+
+def _scalar(p: Param) -> Param:
+    return p if isinstance(p, torch.Tensor) else float(p)
+
+
+# --------------------------------------------------------------------------------------------- #
+# Torch reference: the equations above, step by step, differentiable by autograd
+# --------------------------------------------------------------------------------------------- #
+
+
+def _state_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _as_state(p: Param, cdt: torch.dtype) -> Param:
+    return p.to(cdt) if isinstance(p, torch.Tensor) else p
+
+
+def _log(p: Param) -> Param:
+    return torch.log(p) if isinstance(p, torch.Tensor) else math.log(p)
+
+
+def _spike(u, eps, threshold, hard):
+    if hard:
+        return (u >= threshold).to(u.dtype)
+    return torch.sigmoid((u - threshold) / eps)
+
+
+def ultralif_reference(i, v0, eps, tau0, threshold, reset=True, hard=False):
+    """UltraLIF by the equations, one step at a time (the oracle of the Triton kernel)."""
+    cdt = _state_dtype(i.dtype)
+    eps, log_tau = _as_state(eps, cdt), _log(_as_state(tau0, cdt))
+    v = torch.zeros(i.shape[1:], dtype=cdt, device=i.device) if v0 is None else v0.to(cdt)
+    spikes = []
+    for x in i.to(cdt).unbind(0):
+        a = v + log_tau
+        u = torch.maximum(a, x) if hard else eps * torch.logaddexp(a / eps, x / eps)
+        s = _spike(u, eps, threshold, hard)
+        v = u * (1 - s) if reset else u
+        spikes.append(s)
+    return torch.stack(spikes).to(i.dtype), v.to(i.dtype)
+
+
+def _neighbours(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(v_{k-1}, v_{k+1})`` along the last dim, circular."""
+    return torch.roll(v, 1, dims=-1), torch.roll(v, -1, dims=-1)
+
+
+def _lse3(left, centre, right, eps, hard):
+    stack = torch.stack([left, centre, right], dim=-1)
+    if hard:
+        return stack.amax(-1)
+    if isinstance(eps, torch.Tensor):
+        eps = torch.broadcast_to(eps, left.shape).unsqueeze(-1)
+    return soft_max_plus(stack, eps)
+
+
+def ultradlif_reference(i, v0, eps, tau0, threshold, reset=True, hard=False,
+                        leak_before_lse=False, reset_pre_lse=False):
+    """UltraDLIF by the equations, one step at a time (the oracle of the Triton kernel)."""
+    cdt = _state_dtype(i.dtype)
+    eps, tau = _as_state(eps, cdt), _as_state(tau0, cdt)
+    log_tau = _log(tau)
+    v = torch.zeros(i.shape[1:], dtype=cdt, device=i.device) if v0 is None else v0.to(cdt)
+    spikes = []
+    for x in i.to(cdt).unbind(0):
+        if leak_before_lse:
+            w = tau * v + x
+            left, right = _neighbours(w)
+            u = _lse3(left, w, right, eps, hard)
+        else:
+            left, right = _neighbours(v)
+            w, u = None, _lse3(left, v + log_tau, right, eps, hard) + x
+        s = _spike(u, eps, threshold, hard)
+        kept = w if reset_pre_lse else u
+        v = kept * (1 - s) if reset else kept
+        spikes.append(s)
+    return torch.stack(spikes).to(i.dtype), v.to(i.dtype)
+
+
+# --------------------------------------------------------------------------------------------- #
+# Sequence functions
+# --------------------------------------------------------------------------------------------- #
+
+
+def ultralif_sequence(
+    i: torch.Tensor,
+    v0: Optional[torch.Tensor] = None,
+    *,
+    eps: Param = 1.0,
+    tau0: Param = 0.9,
+    threshold: float = 0.5,
+    reset: bool = True,
+    hard: bool = False,
+    backend: str = "auto",
+    validate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run UltraLIF neurons (Def. 4.1) over a sequence.
+
+    Args:
+        i: ``[T, B, ...]`` input current per step (float32, float16, bfloat16; float64 on torch).
+        v0: ``[B, ...]`` membrane before the first step, or None for zeros.
+        eps: temperature > 0, a float or a tensor broadcastable to ``[B, ...]`` (may require grad).
+        tau0: leak in (0, 1], a float or a broadcastable tensor (may require grad).
+        threshold: firing threshold (any real; the released code uses 0 or 1.0).
+        reset: ``v = u * (1 - s)``; False keeps ``v = u`` (the setting of Prop. 5.2).
+        hard: the tropical limit (max-plus membrane, Heaviside spikes); no gradient.
+        backend: ``"auto"`` (Triton on CUDA, torch elsewhere), ``"triton"`` or ``"torch"``.
+        validate: check values (NaN/Inf in i, eps > 0, tau0 in (0, 1]); shapes are always checked.
+
+    Returns:
+        ``(spikes [T, B, ...] in [0, 1] (dtype of i), v_last [B, ...])``.
+    """
+    threshold = _check_common(i, v0, eps, tau0, threshold, reset, hard, validate)
+    eps, tau0 = _scalar(eps), _scalar(tau0)
+    if resolve_backend(backend, i) == "triton":
+        from spikegate.kernels.ultralif import ultralif_triton
+
+        return ultralif_triton(i, v0, eps, tau0, threshold=threshold, reset=reset, hard=hard)
+    return ultralif_reference(i, v0, eps, tau0, threshold, reset, hard)
+
+
+def ultradlif_sequence(
+    i: torch.Tensor,
+    v0: Optional[torch.Tensor] = None,
+    *,
+    eps: Param = 1.0,
+    tau0: Param = 1.0,
+    threshold: float = 0.5,
+    reset: bool = True,
+    hard: bool = False,
+    leak_before_lse: bool = False,
+    reset_pre_lse: bool = False,
+    backend: str = "auto",
+    validate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run UltraDLIF neurons (Def. 4.2): neighbours along the last dim of ``i``, circular.
+
+    Args:
+        i: ``[T, B, ..., N]`` input current with ``N >= 3`` neurons per coupled row.
+        v0, eps, tau0, threshold, reset, hard, backend, validate: as in :func:`ultralif_sequence`;
+            tau0 (default 1, Def. 4.2 exactly) enters the centre term as ``+ log tau0``.
+        leak_before_lse: the released code's order (module docstring); tau0 is then a linear
+            leak ``w = tau0 * v + i``.
+        reset_pre_lse: reset ``w`` instead of ``u`` (needs ``leak_before_lse``).
+
+    Returns:
+        ``(spikes [T, B, ..., N] in [0, 1], v_last [B, ..., N])``.
+    """
+    threshold = _check_common(i, v0, eps, tau0, threshold, reset, hard, validate)
+    if i.dim() < 3 or i.shape[-1] < 3:
+        raise ValueError(
+            "i: UltraDLIF couples neighbours along the last dim and needs [T, B, ..., N] with "
+            f"N >= 3, got shape {tuple(i.shape)}"
+        )
+    for name, flag in (("leak_before_lse", leak_before_lse), ("reset_pre_lse", reset_pre_lse)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected a bool, got {type(flag).__name__}")
+    if reset_pre_lse and not leak_before_lse:
+        raise ValueError(
+            "reset_pre_lse: expected leak_before_lse=True (only the released code's order has a "
+            "pre-LSE membrane), got reset_pre_lse=True with leak_before_lse=False"
+        )
+    eps, tau0 = _scalar(eps), _scalar(tau0)
+    if resolve_backend(backend, i) == "triton":
+        from spikegate.kernels.ultralif import ultradlif_triton
+
+        return ultradlif_triton(
+            i, v0, eps, tau0, threshold=threshold, reset=reset, hard=hard,
+            leak_before_lse=leak_before_lse, reset_pre_lse=reset_pre_lse,
+        )
+    return ultradlif_reference(i, v0, eps, tau0, threshold, reset, hard, leak_before_lse, reset_pre_lse)
+
+
+# --------------------------------------------------------------------------------------------- #
+# Modules
+# --------------------------------------------------------------------------------------------- #
+
+
+def _sync_fixed_eps(module: nn.Module, incompatible) -> None:
+    module._fixed = float(module.eps_fixed)
+
+
+class _UltraNeuron(nn.Module):
+    """Parameters and plumbing shared by the four modules; subclasses pick the sequence function.
+
+    Args:
+        eps: initial temperature (> 0); learned as ``exp(log_eps)`` clamped to [0.1, 20] unless
+            ``learn_eps=False`` (or a learning rule fixes it with :meth:`fix_eps`).
+        tau0: initial leak in (0, 1].
+        learn_tau0: make tau0 a parameter (the P variants), through ``tau_param``.
+        tau_param: ``"exp"`` (``exp(log_tau0)`` clamped to [0.01, 1]) or ``"sigmoid"``.
+        threshold, reset: as in :func:`ultralif_sequence`.
+        hard: evaluate the tropical limit (no gradient); :func:`tropical` switches it on.
+        per_neuron: one eps (and learnable tau0) per neuron of ``shape`` instead of one scalar.
+        shape: neuron shape (trailing dims of ``[T, B, *shape]``); inputs are checked against it.
+        backend, validate: as in :func:`ultralif_sequence`.
+
+    ``forward(i [T, B, *shape], v0=None) -> (spikes [T, B, *shape] in [0, 1], v_last [B, *shape])``.
+    """
+
+    _sequence = staticmethod(ultralif_sequence)
+
+    def __init__(
+        self,
+        eps: float = 1.0,
+        tau0: float = 0.9,
+        threshold: float = 0.5,
+        learn_eps: bool = True,
+        learn_tau0: bool = False,
+        tau_param: str = "exp",
+        reset: bool = True,
+        hard: bool = False,
+        per_neuron: bool = False,
+        shape: Optional[tuple[int, ...]] = None,
+        backend: str = "auto",
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        eps = check_real(eps, "eps", strict=True)
+        tau0 = float(tau0) if isinstance(tau0, (int, float)) and not isinstance(tau0, bool) else tau0
+        if not isinstance(tau0, float) or not 0 < tau0 <= 1:
+            raise ValueError(f"tau0: expected a value in (0, 1], got {tau0!r}")
+        self.threshold = check_real(threshold, "threshold", minimum=-math.inf)
+        self.tau_param = check_choice(tau_param, "tau_param", TAU_PARAMS)
+        self.backend = check_choice(backend, "backend", BACKENDS)
+        self.reset, self.hard, self.validate = bool(reset), bool(hard), validate
+        self.shape = tuple(shape) if shape is not None else None
+        if per_neuron and self.shape is None:
+            raise ValueError("per_neuron: expected shape=(...) to size one eps per neuron, got shape=None")
+        size = self.shape if per_neuron else ()
+        self.log_eps = nn.Parameter(torch.full(size, math.log(eps)), requires_grad=learn_eps)
+        # eps fixed by a learning rule (fixed or annealed); 0 means "learned": checkpoints keep it
+        self.register_buffer("eps_fixed", torch.zeros(()))
+        self._fixed = 0.0  # the buffer's value on the host: no device sync per forward
+        self.register_load_state_dict_post_hook(_sync_fixed_eps)
+        if learn_tau0:
+            if self.tau_param == "sigmoid" and tau0 >= 1:
+                raise ValueError(f"tau0: a sigmoid-parameterised tau0 must start below 1, got {tau0!r}")
+            raw = math.log(tau0) if self.tau_param == "exp" else math.log(tau0 / (1 - tau0))
+            self.tau0_raw = nn.Parameter(torch.full(size, raw))
+        else:
+            self.register_parameter("tau0_raw", None)
+            self._tau0 = tau0
+
+    @property
+    def eps(self) -> Param:
+        if self._fixed > 0:
+            return self._fixed
+        return self.log_eps.exp().clamp(*EPS_RANGE)
+
+    @property
+    def tau0(self) -> Param:
+        if self.tau0_raw is None:
+            return self._tau0
+        if self.tau_param == "sigmoid":
+            return torch.sigmoid(self.tau0_raw)
+        return self.tau0_raw.exp().clamp(0.01, 1.0)
+
+    def fix_eps(self, value: Optional[float]) -> None:
+        """Hold eps at ``value`` (a learning rule's fixed or annealed eps; any value > 0, not
+        clamped), or return it to learning with None."""
+        if value is None:
+            self.eps_fixed.zero_()
+            self._fixed = 0.0
+            self.log_eps.requires_grad_(True)
+            return
+        self._fixed = check_real(value, "eps", strict=True)
+        self.eps_fixed.fill_(self._fixed)
+        self.log_eps.requires_grad_(False)
+
+    def _variant(self) -> dict:
+        return {}
+
+    def forward(
+        self, i: torch.Tensor, v0: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.shape is not None and isinstance(i, torch.Tensor) and tuple(i.shape[2:]) != self.shape:
+            raise ValueError(
+                f"i: expected [T, B, {', '.join(map(str, self.shape))}] (time-major), "
+                f"got shape {tuple(i.shape)}"
+            )
+        return self._sequence(
+            i, v0, eps=self.eps, tau0=self.tau0, threshold=self.threshold, reset=self.reset,
+            hard=self.hard, backend=self.backend, validate=self.validate, **self._variant(),
+        )
+
+    def neuron_cost(self) -> NeuronCost:
+        """Per neuron and step, the stable logaddexp ``m + eps*log(1 + exp(-|a-b|/eps))``: add
+        ``log tau0``, difference, abs and max (2 compares), the scaling by ``1/eps`` and ``eps``,
+        exp and log (2 transcendentals), the sigmoid spike (1 more, with ``(u - theta)/eps``) and
+        the reset ``u * (1 - s)``. Hard: add, max, threshold test, reset select."""
+        if self.hard:
+            return NeuronCost(adds=1, compares=2 + self.reset)
+        return NeuronCost(muls=3 + self.reset, adds=4 + self.reset, compares=2, transcendentals=3,
+                          relaxed=True)
+
+    def extra_repr(self) -> str:
+        eps = self._fixed if self._fixed > 0 else ("learned" if self.log_eps.requires_grad else "const")
+        tau = "learned" if self.tau0_raw is not None else self._tau0
+        return (f"eps={eps}, tau0={tau}, threshold={self.threshold}, reset={self.reset}, "
+                f"hard={self.hard}, backend={self.backend!r}")
+
+
+class UltraLIF(_UltraNeuron):
+    """UltraLIF (Def. 4.1), fixed tau0; see :class:`_UltraNeuron` for the arguments."""
+
+    @classmethod
+    def from_lif(cls, lif: nn.Module, *, eps: float = 1.0, learn_eps: bool = True) -> "UltraLIF":
+        """The relaxed twin of a :class:`~spikegate.neurons.LIF`: tau0 is its beta (learnable
+        through the same sigmoid when beta is), same threshold and zero reset (or none)."""
+        if lif.reset == "subtract":
+            raise ValueError(
+                "reset: the relaxed LIF has the zero reset u * (1 - s) or none, got 'subtract'"
+            )
+        learn = lif.beta_logit is not None
+        beta = float(torch.sigmoid(lif.beta_logit.detach().flatten()[0])) if learn else lif._beta
+        relaxed = cls(
+            eps=eps, tau0=min(beta, 1.0), threshold=lif.threshold, learn_eps=learn_eps,
+            learn_tau0=learn, tau_param="sigmoid", reset=lif.reset == "zero", shape=lif.shape,
+            backend=lif.backend, validate=lif.validate,
+        )
+        if learn:
+            relaxed.tau0_raw = nn.Parameter(lif.beta_logit.detach().clone())
+        return relaxed
+
+
+class UltraPLIF(UltraLIF):
+    """UltraPLIF: UltraLIF with a learnable tau0."""
+
+    def __init__(self, *args, learn_tau0: bool = True, **kwargs) -> None:
+        super().__init__(*args, learn_tau0=learn_tau0, **kwargs)
+
+
+class UltraDLIF(_UltraNeuron):
+    """UltraDLIF (Def. 4.2): neighbour coupling along the last neuron dim (``shape[-1] >= 3``).
+
+    Extra args: ``leak_before_lse``, ``reset_pre_lse`` (see :func:`ultradlif_sequence`); the
+    default tau0 is 1 (Def. 4.2 has no leak)."""
+
+    _sequence = staticmethod(ultradlif_sequence)
+
+    def __init__(self, *args, tau0: float = 1.0, leak_before_lse: bool = False,
+                 reset_pre_lse: bool = False, **kwargs) -> None:
+        super().__init__(*args, tau0=tau0, **kwargs)
+        if self.shape is not None and (not self.shape or self.shape[-1] < 3):
+            raise ValueError(
+                f"shape: UltraDLIF couples neighbours along the last dim and needs it >= 3, "
+                f"got shape {self.shape}"
+            )
+        self.leak_before_lse, self.reset_pre_lse = leak_before_lse, reset_pre_lse
+
+    def _variant(self) -> dict:
+        return {"leak_before_lse": self.leak_before_lse, "reset_pre_lse": self.reset_pre_lse}
+
+    def neuron_cost(self) -> NeuronCost:
+        """Per neuron and step, the 3-term LSE ``m + eps*log(sum exp((x_j - m)/eps))``: max of 3
+        (2 compares), 2 non-trivial exps and a log, 3 differences and 2 sums, the scalings, the
+        ``log tau0`` (or ``tau0 *``) and ``+ i``, the sigmoid spike and the reset. Hard: max of
+        three, the adds, threshold test, reset select."""
+        if self.hard:
+            return NeuronCost(adds=2, compares=3 + self.reset)
+        return NeuronCost(muls=4 + self.reset, adds=8 + self.reset, compares=2, transcendentals=4,
+                          relaxed=True)
+
+
+class UltraDPLIF(UltraDLIF):
+    """UltraDPLIF: UltraDLIF with a learnable tau0 (init 0.9)."""
+
+    def __init__(self, *args, tau0: float = 0.9, learn_tau0: bool = True, **kwargs) -> None:
+        super().__init__(*args, tau0=tau0, learn_tau0=learn_tau0, **kwargs)
+
+
+def relaxed_neurons(model: nn.Module) -> list[_UltraNeuron]:
+    """The UltraLIF-family modules of ``model`` (relaxed LIF layers included)."""
+    return [m for m in model.modules() if isinstance(m, _UltraNeuron)]
+
+
+@contextlib.contextmanager
+def tropical(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every UltraLIF-family neuron of ``model`` runs its tropical limit
+    (``hard=True``: max-plus membrane, Heaviside spikes): the network as deployed."""
+    neurons = relaxed_neurons(model)
+    before = [n.hard for n in neurons]
+    for n in neurons:
+        n.hard = True
+    try:
+        yield model
+    finally:
+        for n, hard in zip(neurons, before):
+            n.hard = hard
