@@ -12,7 +12,8 @@ One step is ``rule.step(model, x, y)`` (forward, the rule's updates written into
 
 Every rule trains the same ``SpikingConvNet`` (Conv3x3 -> BatchNorm -> LIF -> MaxPool2 per
 channel entry, Linear readout), built from the same seed with TESS's neuron settings (leak 0.5,
-threshold 0.6, subtractive reset) so that only the rule differs. The input is binary events
+threshold 0.6, subtractive reset) so that only the rule differs; the ultradiscrete rule's relaxed
+neuron has no subtractive reset, so its model resets to zero (its rows say so). The input is binary events
 (rate 0.3), ``x [T, B, C, H, W]``, labels uniform over the classes.
 
 Measures per rule and ``T``:
@@ -53,6 +54,10 @@ from spikegate.neurons import LIF  # noqa: E402
 RULES = ("surrogate", "tess", "ultradiscrete")
 # TESS's neuron (spikegate/conf/learning/tess.yaml), used for every rule so only the rule differs.
 NEURON = {"beta": 0.5, "threshold": 0.6, "reset": "subtract"}
+# The ultradiscrete rule's relaxed LIF has only the zero reset (or none): it gets that one, and
+# its rows say so.
+NEURON_CHANGES = {"ultradiscrete": ({"reset": "zero"}, "zero reset (the relaxed LIF has no "
+                                    "subtractive reset)")}
 EVENT_RATE = 0.3
 LR = 1e-3
 SCRIPT = "python benchmarks/learning.py"
@@ -117,9 +122,10 @@ def build_rule(name: str) -> "object | str":
 class _Case:
     """One rule's model, optimizer and data at one ``T``; ``step()`` is one training step."""
 
-    def __init__(self, rule, T: int, cfg: Config, device: torch.device) -> None:
+    def __init__(self, name: str, rule, T: int, cfg: Config, device: torch.device) -> None:
         torch.manual_seed(cfg.seed)  # the same weights and data for every rule
-        neuron = functools.partial(LIF, **NEURON)
+        changes = NEURON_CHANGES.get(name, ({}, ""))[0]
+        neuron = functools.partial(LIF, **{**NEURON, **changes})
         self.model = SpikingConvNet(cfg.input_shape, cfg.classes, neuron, channels=cfg.channels)
         self.model.to(device).train()
         self.rule = rule
@@ -145,18 +151,19 @@ def bench_steps(T: int, cfg: Config, device: torch.device) -> list:
     """Every rule at one ``T``: interleaved timing, then the two memory measures."""
     rows, cases = [], []
     for name in cfg.rules:
-        row = Row(name, T, cfg.batch, "ok")
+        row = Row(name, T, cfg.batch, "ok", note=NEURON_CHANGES.get(name, ({}, ""))[1])
         rows.append(row)
         rule = build_rule(name)
         if isinstance(rule, str):
             row.status, row.note = "skipped", rule
             continue
         try:
-            case = _Case(rule, T, cfg, device)
+            case = _Case(name, rule, T, cfg, device)
             case.step()  # fails here, not inside the timing, if the rule cannot train the model
             cases.append((row, case))
         except Exception as err:  # noqa: BLE001 - a failing rule is a row, not a crash
-            row.status, row.note = "error", f"{type(err).__name__}: {harness.first_line(err)}"
+            row.status = "error"
+            row.note = harness.join(f"{type(err).__name__}: {harness.first_line(err)}", row.note)
             harness.free(device)
     times = harness.time_interleaved([c.step for _, c in cases], device, cfg.repeats, cfg.warmup)
     for (row, case), row_times in zip(cases, times):
@@ -251,7 +258,8 @@ def describe(device: torch.device, cfg: Config, command: str) -> dict:
         "(saved_tensors_hooks, graphs followed until freed; input and parameters not counted)",
         model=f"SpikingConvNet(input {list(cfg.input_shape)}, channels {list(cfg.channels)}, "
         f"{cfg.classes} classes), batch {cfg.batch}; LIF beta {NEURON['beta']}, threshold "
-        f"{NEURON['threshold']}, {NEURON['reset']} reset for every rule; SGD lr {LR}",
+        f"{NEURON['threshold']}, {NEURON['reset']} reset for every rule (but where a row says "
+        f"otherwise); SGD lr {LR}",
         input=f"binary events, rate {EVENT_RATE}; seed {cfg.seed}",
     )
 
