@@ -289,14 +289,17 @@ def _fmt(value: Optional[float]) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
+def _verdict(t: dict, key: str) -> str:
+    return "" if key not in t else f": {'met' if t[key] else 'NOT met'}"
+
+
 def targets_lines(t: dict) -> list:
     if "T_small" not in t:
         return ["- targets: need at least two values of T"]
     span = f"T={t['T_large']} over T={t['T_small']} (T grows {t['T_large'] / t['T_small']:g}x)"
     lines = [
         f"- TESS peak memory, {span}: {_fmt(t.get('tess_peak_growth'))} (saved peak: "
-        f"{_fmt(t.get('tess_saved_growth'))}); target <= 1.2"
-        + ("" if "memory_target_met" not in t else f": {'met' if t['memory_target_met'] else 'NOT met'}"),
+        f"{_fmt(t.get('tess_saved_growth'))}); target <= 1.2" + _verdict(t, "memory_target_met"),
         f"- surrogate BPTT peak memory, {span}: {_fmt(t.get('surrogate_peak_growth'))} (saved peak: "
         f"{_fmt(t.get('surrogate_saved_growth'))}); expected to grow about linearly",
     ]
@@ -305,7 +308,7 @@ def targets_lines(t: dict) -> list:
                      f"(saved peak: {_fmt(t.get('ultradiscrete_saved_growth'))})")
     ratios = ", ".join(f"T={T}: {v:.2f}" for T, v in t["tess_time_vs_surrogate"].items())
     lines.append(f"- TESS time per step over BPTT's: {ratios or '—'}; target <= 2"
-                 + ("" if "time_target_met" not in t else f": {'met' if t['time_target_met'] else 'NOT met'}"))
+                 + _verdict(t, "time_target_met"))
     return lines
 
 

@@ -6,6 +6,7 @@ memory checks use the saved-tensor peak, which is deterministic; no timing is as
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def test_each_rule_has_a_timed_row_at_each_T(result, rule):
         row = _row(result, rule, T)
         assert row["status"] == "ok", row
         assert row["median_ms"] > 0 and row["saved_peak_bytes"] > 0
-        assert row["loss"] == pytest.approx(row["loss"])  # finite: the step trained
+        assert math.isfinite(row["loss"])
         assert row["time_vs_surrogate"] > 0
 
 
