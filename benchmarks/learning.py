@@ -134,7 +134,7 @@ class _Case:
         shape = (T, cfg.batch, *cfg.input_shape)
         self.x = (torch.rand(shape, device=device) < EVENT_RATE).float()
         self.y = torch.randint(0, cfg.classes, (cfg.batch,), device=device)
-        self.loss: Optional[float] = None
+        self.loss: Optional[torch.Tensor] = None  # of the last step, detached
 
     def step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
