@@ -28,6 +28,9 @@ Memory (bytes):
 * ``peak_bytes_of_step(step, device)``: highest allocation during one call above the allocation
   before it; CUDA ``max_memory_allocated``, CPU the profiler's allocator trace (None if this
   torch build cannot say).
+* ``peak_saved_bytes(step, exclude)``: the most bytes autograd keeps alive for backward at any
+  moment during one call (forward, backward, several graphs), the storages of ``exclude`` left
+  out; the same on every device and deterministic, so tests can compare it.
 
 Bandwidth and roofline:
 
@@ -107,8 +110,8 @@ from spikegate.atomic import atomic_write  # noqa: E402
 
 __all__ = [
     "BENCH_EXTRA", "PEER_DISTS", "REPO", "sync", "time_call", "time_interleaved",
-    "median_and_min", "saved_bytes_for_backward", "peak_bytes_of_step", "copy_bandwidth",
-    "roofline_fraction", "command_line", "environment", "environment_lines", "version",
+    "median_and_min", "saved_bytes_for_backward", "peak_saved_bytes", "peak_bytes_of_step",
+    "copy_bandwidth", "roofline_fraction", "command_line", "environment", "environment_lines", "version",
     "peer_missing", "missing_peers_line", "quiet_peer_warnings", "markdown_table", "write_json",
     "write_text", "write_results", "run_child", "free", "first_line", "join",
 ]
@@ -188,6 +191,69 @@ def saved_bytes_for_backward(forward: Callable[[], object], exclude: Sequence[to
         out = forward()
     del out
     return sum(seen.values())
+
+
+class _SavedBytes:
+    """Running total of the distinct storages held by live saved tensors, and its peak."""
+
+    def __init__(self, excluded: set) -> None:
+        self.excluded = excluded
+        self.holders: dict = {}  # storage data_ptr -> [live saved tensors on it, its bytes]
+        self.total = 0
+        self.peak = 0
+
+    def add(self, key: int, nbytes: int) -> None:
+        entry = self.holders.setdefault(key, [0, nbytes])
+        if entry[0] == 0:
+            self.total += nbytes
+            self.peak = max(self.peak, self.total)
+        entry[0] += 1
+
+    def remove(self, key: int) -> None:
+        entry = self.holders[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.total -= entry[1]
+            del self.holders[key]
+
+
+class _Held:
+    """A saved tensor as autograd stores it; its deletion (the graph freed) updates the total."""
+
+    __slots__ = ("tensor", "key", "book")
+
+    def __init__(self, tensor: torch.Tensor, key: int, book: _SavedBytes) -> None:
+        self.tensor, self.key, self.book = tensor, key, book
+
+    def __del__(self) -> None:
+        self.book.remove(self.key)
+
+
+def peak_saved_bytes(step: Callable[[], object], exclude: Sequence[torch.Tensor] = ()) -> int:
+    """The most bytes autograd keeps alive for backward at any moment during one call of ``step``.
+
+    Unlike :func:`saved_bytes_for_backward` (every storage ever saved), this follows each saved
+    tensor until its graph is freed, so a step that builds and frees one small graph per time step
+    stays flat while one that keeps the unrolled graph grows. Distinct storages are counted once;
+    those of ``exclude`` (inputs, parameters) not at all. Tensors kept as plain ``ctx`` attributes
+    are not seen."""
+    book = _SavedBytes({t.untyped_storage().data_ptr() for t in exclude})
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key in book.excluded:
+            return t
+        book.add(key, storage.nbytes())
+        return _Held(t, key, book)
+
+    def unpack(held):
+        return held.tensor if isinstance(held, _Held) else held
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        step()
+    gc.collect()  # graphs caught in reference cycles
+    return book.peak
 
 
 def peak_bytes_of_step(step: Callable[[], None], device: torch.device) -> Optional[int]:

@@ -156,3 +156,26 @@ def test_run_as_a_benchmark_the_harness_says_what_it_is(harness, capsys):
     assert harness.main([]) == 2
     err = capsys.readouterr().err
     assert "not a benchmark" in err and "'lif'" in err
+
+
+def test_peak_saved_bytes_follows_graphs_until_they_are_freed(harness):
+    x = torch.randn(100, requires_grad=True)  # 400 bytes per float32 tensor of this size
+
+    def streamed(steps):
+        def step():
+            for _ in range(steps):  # one graph per step, freed by its backward
+                torch.sin(x * 2).sum().backward()  # sin saves its input x * 2
+        return step
+
+    def unrolled(steps):
+        def step():
+            h = x
+            for _ in range(steps):  # one graph over all steps: each sin keeps its input
+                h = torch.sin(h * 2)
+            h.sum().backward()
+        return step
+
+    assert harness.peak_saved_bytes(streamed(1), [x]) == 400
+    assert harness.peak_saved_bytes(streamed(5), [x]) == 400
+    # h * 2 (a Python scalar) saves no tensor; each sin keeps its input h * 2 until the backward
+    assert harness.peak_saved_bytes(unrolled(5), [x]) == 400 * 5
