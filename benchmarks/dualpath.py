@@ -135,28 +135,35 @@ class Config:
 # The decay recurrence, three ways
 
 
+def _compute_dtype(z: torch.Tensor) -> torch.dtype:
+    return torch.float64 if z.dtype == torch.float64 else torch.float32
+
+
 def decay_conv(z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """The authors' formulation: ``h[t] = sum_k (1 - lambda) lambda^k z[t - k]``, a causal
     depthwise conv1d over time with a kernel as long as the sequence, ``z [T, B, H, Dh]``,
     ``r [H]``. Differentiable in ``z`` and ``r``; half inputs are computed in float32."""
     T, B, H, Dh = z.shape
-    lam = torch.sigmoid(r.float())
-    k = torch.arange(T, device=z.device, dtype=torch.float32)
+    cdt = _compute_dtype(z)
+    lam = torch.sigmoid(r.to(cdt))
+    k = torch.arange(T, device=z.device, dtype=cdt)
     kernel = (1 - lam)[:, None] * lam[:, None] ** k[None, :]                # [H, T], tap k
     # conv1d correlates, weight[j] meets x[t - (T - 1) + j]: tap k sits at j = T - 1 - k
     weight = kernel.flip(-1).repeat_interleave(Dh, 0)[:, None, :]           # [H * Dh, 1, T]
-    x = z.float().permute(1, 2, 3, 0).reshape(B, H * Dh, T)
+    x = z.to(cdt).permute(1, 2, 3, 0).reshape(B, H * Dh, T)
     h = F.conv1d(F.pad(x, (T - 1, 0)), weight, groups=H * Dh)             # [B, H * Dh, T]
     return h.reshape(B, H, Dh, T).permute(3, 0, 1, 2).to(z.dtype)
 
 
 def decay_loop(z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """One Python step per time step, float32 state: ``h = lambda h + (1 - lambda) z[t]``."""
-    lam = torch.sigmoid(r.float())[:, None]                                  # [H, 1]
-    h = z.new_zeros(z.shape[1:], dtype=torch.float32)
+    """One Python step per time step, float32 state (float64 for float64 input):
+    ``h = lambda h + (1 - lambda) z[t]``."""
+    cdt = _compute_dtype(z)
+    lam = torch.sigmoid(r.to(cdt))[:, None]                                  # [H, 1]
+    h = z.new_zeros(z.shape[1:], dtype=cdt)
     out = []
     for z_t in z.unbind(0):
-        h = lam * h + (1 - lam) * z_t.float()
+        h = lam * h + (1 - lam) * z_t.to(cdt)
         out.append(h)
     return torch.stack(out).to(z.dtype)
 
@@ -225,7 +232,7 @@ def _scan_reference(z: torch.Tensor, r: torch.Tensor, w: torch.Tensor) -> tuple:
 
 
 def bench_scan_length(T: int, device: torch.device, cfg: Config) -> list:
-    """Rows of every scan implementation and mode at length ``T``, interleaved per mode."""
+    """Rows of every scan implementation and mode at length ``T``, timed interleaved."""
     dtype = DTYPES[cfg.dtype]
     B, H, Dh = cfg.batch, cfg.heads, cfg.head_dim
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -233,9 +240,8 @@ def bench_scan_length(T: int, device: torch.device, cfg: Config) -> list:
     w = torch.randn((T, B, H, Dh), generator=gen, device=device).to(dtype)
     r = torch.full((H,), DECAY_LOGIT, device=device)
     reference = _scan_reference(z, r, w)
-    rows = []
+    rows, steps = [], []
     for mode in cfg.modes:
-        steps = []
         for label, fn in scan_impls(cfg.scan_impls, device):
             row = Row("scan", label, mode, T, B, H, Dh, cfg.dtype, "ok")
             rows.append(row)
@@ -253,7 +259,7 @@ def bench_scan_length(T: int, device: torch.device, cfg: Config) -> list:
             except Exception as err:  # one failing formulation must not hide the others
                 row.status, row.note = "error", f"{type(err).__name__}: {harness.first_line(err)}"
                 harness.free(device)
-        _time_rows(steps, device, cfg)
+    _time_rows(steps, device, cfg)  # both modes in one interleaved run
     return rows
 
 
@@ -323,8 +329,9 @@ class _AttentionCase:
         return self.forward if mode == "forward" else self.forward_backward
 
 
-def bench_attention(inactive: float, device: torch.device, cfg: Config) -> list:
-    """Rows of every attention backend and mode at one fraction of inactive tokens."""
+def attention_cases(inactive: float, device: torch.device, cfg: Config) -> tuple[list, list]:
+    """Rows of every attention backend and mode at one fraction of inactive tokens, and the
+    ``(row, step)`` pairs to time (the rows that passed the check against ``sdpa``)."""
     dtype = DTYPES[cfg.dtype]
     T, B, H, Dh = cfg.attention_length, cfg.attention_batch, cfg.heads, cfg.head_dim
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -334,11 +341,10 @@ def bench_attention(inactive: float, device: torch.device, cfg: Config) -> list:
     positions = torch.arange(T, device=device)
     pairs = int(attended_pairs(active, active, window=cfg.window, anchors=cfg.anchors))
     reference = _AttentionCase("sdpa", qkv, positions, active, w, cfg)
-    rows = []
+    rows, steps = [], []
     for mode in cfg.modes:
         expected = reference.step(mode)()
         expected = expected if isinstance(expected, tuple) else (expected,)
-        steps = []
         for backend in cfg.attention_impls:
             label = "sdpa, explicit mask" if backend == "sdpa" else "flex_attention, block mask"
             row = Row("attention", label, mode, T, B, H, Dh, cfg.dtype, "ok", inactive=inactive,
@@ -362,8 +368,7 @@ def bench_attention(inactive: float, device: torch.device, cfg: Config) -> list:
             except Exception as err:  # e.g. no compiler for flex_attention on this machine
                 row.status, row.note = "error", f"{type(err).__name__}: {harness.first_line(err)}"
                 harness.free(device)
-        _time_rows(steps, device, cfg)
-    return rows
+    return rows, steps
 
 
 def add_attention_relative(rows: list) -> None:
@@ -394,9 +399,15 @@ def run_benchmark(cfg: Config, command: str = SCRIPT) -> dict:
             harness.free(device)
         add_scan_relative(scan_rows, device, copy_bw)
         attention_rows: list = []
+        attention_steps: list = []
         for inactive in cfg.inactive:
-            attention_rows += bench_attention(inactive, device, cfg)
-            harness.free(device)
+            rows, steps = attention_cases(inactive, device, cfg)
+            attention_rows += rows
+            attention_steps += steps
+        # every fraction in one interleaved run: drift in load hits all of them alike
+        _time_rows(attention_steps, device, cfg)
+        del attention_steps
+        harness.free(device)
         add_attention_relative(attention_rows)
         meta = describe(device, cfg, copy_bw, command)
         meta["loadavg_1min"] = [load_before, harness.loadavg()]
