@@ -127,6 +127,7 @@ class Config:
     anchors: int
     warmup: int
     repeats: int
+    max_call_s: float
     threads: Optional[int]
     seed: int
 
@@ -173,7 +174,7 @@ def _scan(backend: str) -> Callable:
 
 
 def scan_impls(names: list, device: torch.device) -> list:
-    """``(label, fn or skip reason)`` per requested scan implementation."""
+    """``(label, fn)`` per requested scan implementation that exists on ``device``."""
     found = []
     for name in names:
         if name == "scan":
@@ -190,10 +191,13 @@ def scan_impls(names: list, device: torch.device) -> list:
     return found
 
 
-def _differs(reference: torch.Tensor, value: torch.Tensor, tol: float, what: str) -> str:
+def _differs(reference: torch.Tensor, value: torch.Tensor, tol: float, what: str,
+             against: str = "the torch scan") -> str:
+    """``""`` when ``value`` is within ``tol`` of ``reference``, relative to its largest
+    magnitude; else what differs and by how much."""
     scale = reference.abs().max().item() or 1.0
     error = (value.float() - reference.float()).abs().max().item() / scale
-    return "" if error <= tol else f"{what} differs from the torch scan (max error {error:.2e} of max |ref|)"
+    return "" if error <= tol else f"{what} differs from {against} (max error {error:.2e} of max |ref|)"
 
 
 class _ScanCase:
@@ -254,6 +258,12 @@ def bench_scan_length(T: int, device: torch.device, cfg: Config) -> list:
                 problem = case.check(mode, reference)
                 if problem:
                     row.status, row.note = "mismatch", problem
+                    continue
+                one = harness.time_call(case.step(mode), device)
+                if one > cfg.max_call_s * 1e3:  # keep the default run in minutes
+                    row.median_ms = row.min_ms = one
+                    row.note = (f"one call timed: it took {one / 1e3:.1f} s > --max-call-s "
+                                f"{cfg.max_call_s:g}")
                     continue
                 steps.append((row, case.step(mode)))
             except Exception as err:  # one failing formulation must not hide the others
@@ -357,10 +367,9 @@ def attention_cases(inactive: float, device: torch.device, cfg: Config) -> tuple
                 case = _AttentionCase(backend, qkv, positions, active, w, cfg)
                 got = case.step(mode)()
                 got = got if isinstance(got, tuple) else (got,)
-                problem = harness.join(*(
-                    _differs(e, g, GRAD_TOL[dtype], name).replace("the torch scan", "sdpa")
-                    for e, g, name in zip(expected, got, ("out",) if mode == "forward" else ("dq", "dk", "dv"))
-                ))
+                names = ("out",) if mode == "forward" else ("dq", "dk", "dv")
+                problem = harness.join(*(_differs(e, g, GRAD_TOL[dtype], name, "sdpa")
+                                         for e, g, name in zip(expected, got, names)))
                 if problem:
                     row.status, row.note = "mismatch", problem
                     continue
@@ -536,10 +545,14 @@ def parser() -> argparse.ArgumentParser:
                    help="anchor positions (default: the LM's, %(default)s)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per row (default: 1)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls (default: CPU 5, CUDA 20)")
+    p.add_argument("--max-call-s", type=float, default=10.0,
+                   help="a scan row whose first call (after the check) takes longer is timed by "
+                   "that one call only (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="CPU torch threads (default: 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
-                   help="tiny setting for tests: T 64, B 2, H 2, Dh 8, attention T 64, window 16, 2 timed calls")
+                   help="tiny setting for tests: T 64, B 2, H 2, Dh 8, attention T 64, window 16, "
+                   "2 timed calls")
     p.add_argument("--out", type=Path, help="also write the results: .json as JSON, else markdown")
     return p
 
@@ -555,6 +568,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     warmup = args.warmup if args.warmup is not None else 1
     if repeats < 1 or warmup < 0:
         raise SystemExit(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {warmup}")
+    if not args.max_call_s > 0:
+        raise SystemExit(f"--max-call-s: expected seconds > 0, got {args.max_call_s}")
     if args.anchors < 0:
         raise SystemExit(f"--anchors: expected >= 0, got {args.anchors}")
     if args.conv_max_length is not None:
@@ -573,7 +588,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         attention_length=args.attention_length or (64 if quick else 4096 if cuda else 1024),
         attention_batch=args.attention_batch or (2 if quick else 16 if cuda else 4),
         inactive=list(args.inactive), window=16 if quick else args.window, anchors=args.anchors,
-        warmup=warmup, repeats=repeats,
+        warmup=warmup, repeats=repeats, max_call_s=args.max_call_s,
         threads=args.threads if args.threads is not None else (None if cuda else 2),
         seed=args.seed,
     )

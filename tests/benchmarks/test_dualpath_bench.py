@@ -119,3 +119,13 @@ def test_roofline_byte_counts(bench):
     assert bench.scan_bytes_per_element(256, 64, cpu, torch.float32, "forward") == (8, 8)
     assert bench.scan_bytes_per_element(256, 64, cpu, torch.float32, "forward+backward") == (24, 20)
     assert bench.scan_bytes_per_element(256, 64, cpu, torch.bfloat16, "forward+backward") == (12, 10)
+
+
+def test_a_slow_row_is_timed_once(bench, tmp_path):
+    out = tmp_path / "slow.json"
+    argv = ["--quick", "--device", "cpu", "--lengths", "16", "--modes", "forward",
+            "--scan-impls", "loop", "--inactive", "0", "--max-call-s", "1e-9", "--out", str(out)]
+    assert bench.main(argv) == 0
+    (row,) = json.loads(out.read_text())["scan"]
+    assert row["median_ms"] == row["min_ms"] > 0
+    assert "one call timed" in row["note"]
