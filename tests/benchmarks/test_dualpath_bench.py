@@ -129,3 +129,17 @@ def test_a_slow_row_is_timed_once(bench, tmp_path):
     (row,) = json.loads(out.read_text())["scan"]
     assert row["median_ms"] == row["min_ms"] > 0
     assert "one call timed" in row["note"]
+
+
+def test_speedup_and_roofline_of_the_triton_rows(bench):
+    # the CUDA-only arithmetic, on made-up rows: 256 x 2 x 2 x 16 = 16384 elements, one chunk
+    def row(impl, ms):
+        return bench.Row("scan", impl, "forward", 256, 2, 2, 16, "float32", "ok", median_ms=ms)
+
+    triton, loop = row("decay scan [triton]", 0.5), row("per-step loop", 20.0)
+    bench.add_scan_relative([triton, loop], torch.device("cpu"), copy_bw=1e9)
+    assert triton.speedup == pytest.approx(40.0) and loop.speedup == pytest.approx(1.0)
+    # 8 bytes per element in 0.5 ms against 1 GB/s
+    assert triton.roofline_kernel == pytest.approx(8 * 16384 / 0.5e-3 / 1e9)
+    assert triton.roofline_api == pytest.approx(triton.roofline_kernel)
+    assert loop.roofline_kernel is None
