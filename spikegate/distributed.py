@@ -9,10 +9,10 @@ as one process with batch ``trainer.batch_size``.
   ``true`` (torchrun's variables required) or ``false``. The backend is NCCL on CUDA, gloo on CPU;
   on CUDA each process uses the GPU ``cuda:LOCAL_RANK``.
 * The training order is the single-process one: :class:`ShardSampler` draws the same permutation
-  per epoch as the single-process loader and deals it out round-robin, so step ``k`` of all
-  processes together covers exactly the single-process batch ``k`` (when ``len(train set)`` is a
-  multiple of the world size; otherwise, as in ``DistributedSampler``, the last indices repeat the
-  first ones). Resume stays exact for the same reason.
+  per epoch as the single-process loader (from the same seeded generator) and deals it out
+  round-robin, so step ``k`` of all processes together covers exactly the single-process batch
+  ``k`` (when the world size divides ``len(train set)``; otherwise, as in ``DistributedSampler``,
+  the last indices repeat the first ones). Resume stays exact for the same reason.
 * Gradients: a rule whose ``step`` calls ``backward`` (surrogate gradients) gets the model wrapped in
   ``DistributedDataParallel``, which averages them during the backward pass. A rule that writes
   ``.grad`` itself (a local rule) says so with ``local_gradients = True``; the model is then not
@@ -206,29 +206,31 @@ def check_batch_size(batch_size: int) -> int:
 class ShardSampler(DistributedSampler):
     """This process's share of one epoch's shuffled training order.
 
-    The permutation is the one a single process's ``DataLoader(shuffle=True,
-    generator=torch.Generator().manual_seed(seed))`` draws (that loader first takes one int64 from
-    the generator for its worker seed, then a ``randperm``), so a distributed run trains on the same
-    global batches as a single-process run with the same seed. Indices are dealt round-robin:
-    process ``r`` gets positions ``r, r + W, r + 2W, ...``; with per-process batch ``b = B / W``, its
-    batch ``k`` is its part of the single-process batch ``k`` of size ``B``.
+    The permutation is drawn from ``generator``, which must also be the ``DataLoader``'s own
+    ``generator``: the loader takes its worker seeds from it before the sampler draws (as it does
+    for the single-process ``shuffle=True`` loader's ``RandomSampler``), so a generator seeded as
+    the single-process trainer seeds it yields the same permutation, and a distributed run trains
+    on the same global batches as a single-process run with the same seed. Indices are dealt
+    round-robin: process ``r`` gets positions ``r, r + W, r + 2W, ...``; with per-process batch
+    ``b = B / W``, its batch ``k`` is its part of the single-process batch ``k`` of size ``B``.
+    When ``W`` does not divide the set, the first indices are repeated (as ``DistributedSampler``
+    does) so that every process takes as many steps.
 
     Args:
         dataset: the training set.
-        seed: the epoch's seed (the trainer's ``seed * 100_003 + epoch``).
+        generator: the epoch's generator, shared with the loader.
         num_replicas, rank: as in ``DistributedSampler`` (default: the process group's).
     """
 
-    def __init__(self, dataset: Dataset, seed: int, num_replicas: Optional[int] = None,
+    def __init__(self, dataset: Dataset, generator: torch.Generator, num_replicas: Optional[int] = None,
                  rank: Optional[int] = None) -> None:
         ctx = context()
         super().__init__(dataset, num_replicas=ctx.world_size if num_replicas is None else num_replicas,
-                         rank=ctx.rank if rank is None else rank, shuffle=True, seed=seed)
+                         rank=ctx.rank if rank is None else rank, shuffle=True)
+        self.generator = generator
 
     def __iter__(self) -> Iterator[int]:
-        order = torch.Generator().manual_seed(self.seed + self.epoch)
-        torch.empty((), dtype=torch.int64).random_(generator=order)  # the loader's worker-seed draw
-        indices = torch.randperm(len(self.dataset), generator=order).tolist()  # type: ignore[arg-type]
+        indices = torch.randperm(len(self.dataset), generator=self.generator).tolist()  # type: ignore[arg-type]
         indices += (indices * math.ceil(self.total_size / len(indices)))[: self.total_size - len(indices)]
         return iter(indices[self.rank:self.total_size:self.num_replicas])
 

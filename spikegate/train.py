@@ -245,8 +245,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
         model.train()
         order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         if ctx.enabled:  # this process's share of the same order
-            loader = DataLoader(train_set, batch_size=batch_size, **_loader_options(tcfg),
-                                sampler=distributed.ShardSampler(train_set, cfg.seed * 100_003 + epoch))
+            loader = DataLoader(train_set, batch_size=batch_size, sampler=distributed.ShardSampler(train_set, order),
+                                generator=order, **_loader_options(tcfg))
         else:
             loader = DataLoader(train_set, batch_size=tcfg.batch_size, shuffle=True, generator=order,
                                 **_loader_options(tcfg))
