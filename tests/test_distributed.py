@@ -141,11 +141,30 @@ class LocalSurrogate(SurrogateGradient):
         return StepResult(loss.detach(), logits.detach())
 
 
+class Interrupted(Exception):
+    pass
+
+
+def interrupting_sampler(real, at_epoch: int):
+    """``ShardSampler`` that stops the run (on every process) as epoch ``at_epoch`` (0-based)
+    begins, after rank 0 has written the checkpoint of the epoch before."""
+    def build(dataset, generator, *args, **kwargs):
+        if generator.initial_seed() == at_epoch:  # the trainer seeds epoch e with seed * 100_003 + e, seed 0
+            raise Interrupted
+        return real(dataset, generator, *args, **kwargs)
+    return build
+
+
 def _worker(rank: int, world: int, port: int, run_dir: str, overrides: list[str]) -> None:
+    """Train with a local rule on 2 processes, stopped after epoch 1 and resumed."""
     os.environ.update(torchrun_env(rank, world, port))
-    cfg = config(*overrides)
+    real = distributed.ShardSampler
     try:
-        train_module.run(cfg, run_dir)
+        distributed.ShardSampler = interrupting_sampler(real, at_epoch=1)
+        with pytest.raises(Interrupted):
+            train_module.run(config(*overrides), run_dir)
+        distributed.ShardSampler = real
+        train_module.run(config(*overrides, "trainer.resume=true"), run_dir)
         grads = torch.nn.Parameter(torch.zeros(3))
         grads.grad = torch.full((3,), float(rank + 1))
         distributed.average_gradients(torch.nn.ParameterList([grads]))
@@ -172,9 +191,9 @@ def single_run(tmp_path_factory):
 
 
 def test_local_rule_on_two_processes_matches_one(single_run, tmp_path):
-    """A local rule's gradients, averaged explicitly, give the single-process steps (spawned
-    processes calling the trainer; ``average_gradients`` also checked on its own: ranks 1 and 2
-    average to 1.5)."""
+    """A local rule's gradients, averaged explicitly, give the single-process steps, across a
+    stop after epoch 1 and a resume (spawned processes calling the trainer; ``average_gradients``
+    also checked on its own: ranks 1 and 2 average to 1.5, a sum without the division would not)."""
     single, single_dir = single_run
     target = f"{LocalSurrogate.__module__}.{LocalSurrogate.__qualname__}"
     mp.spawn(_worker, args=(2, free_port(), str(tmp_path), [f"learning._target_={target}"]), nprocs=2)
