@@ -50,7 +50,8 @@ def _train(cfg: DictConfig) -> float:
             metrics = run(cfg, claim.path, on_start=lambda: _write_hydra_files(cfg, claim.path))
         except KeyboardInterrupt:
             claim.release(keep=(claim.path / "checkpoint.pt").is_file())
-            print(f"spikegate train: interrupted; {_resume_hint(cfg, claim)}", file=sys.stderr)
+            if is_main:
+                print(f"spikegate train: interrupted; {_resume_hint(cfg, claim)}", file=sys.stderr)
             raise SystemExit(130) from None
         except BaseException:
             claim.release(keep=(claim.path / "checkpoint.pt").is_file())

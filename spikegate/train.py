@@ -200,7 +200,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
     check_real(tcfg.lr, "trainer.lr", strict=True)
     preset_from_config(cfg.get("energy"))  # bad energy constants fail before training, not after it
     check_run_setup(cfg)
-    board = open_tensorboard(tcfg.get("tensorboard", False) and ctx.is_main, run_dir)  # no package: fails here, early
+    board = open_tensorboard(tcfg.get("tensorboard", False), run_dir)  # no package: fails here, early
     batch_size = distributed.check_batch_size(tcfg.batch_size)  # per process
     torch.manual_seed(cfg.seed)
     device = distributed.device_for(_device(tcfg.device))
