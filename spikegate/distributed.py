@@ -42,7 +42,7 @@ from spikegate.run_directory import RunDirectory
 
 __all__ = [
     "Context", "start", "stop", "context", "from_main", "wrap", "average_gradients", "ShardSampler",
-    "sum_over_ranks", "check_batch_size", "device_for", "claim_on_main",
+    "sum_over_ranks", "check_batch_size", "device_for", "claim_on_main", "shuffled",
 ]
 
 T = TypeVar("T")
@@ -201,6 +201,16 @@ def check_batch_size(batch_size: int) -> int:
             f"evenly between them), got {batch_size}"
         )
     return batch_size // world
+
+
+def shuffled(dataset: Dataset, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
+    """The ``DataLoader`` arguments of one epoch's shuffled batches of the global ``batch_size``:
+    all of them in one process; this process's :class:`ShardSampler` share (``batch_size / W``
+    per step) in a group of ``W``. ``generator``: the epoch's seeded generator."""
+    if not context().enabled:
+        return {"batch_size": batch_size, "shuffle": True, "generator": generator}
+    return {"batch_size": check_batch_size(batch_size), "sampler": ShardSampler(dataset, generator),
+            "generator": generator}
 
 
 class ShardSampler(DistributedSampler):

@@ -201,7 +201,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
     preset_from_config(cfg.get("energy"))  # bad energy constants fail before training, not after it
     check_run_setup(cfg)
     board = open_tensorboard(tcfg.get("tensorboard", False), run_dir)  # no package: fails here, early
-    batch_size = distributed.check_batch_size(tcfg.batch_size)  # per process
+    distributed.check_batch_size(tcfg.batch_size)  # before training, not at its first epoch
     torch.manual_seed(cfg.seed)
     device = distributed.device_for(_device(tcfg.device))
     data, model, rule = _build(cfg, device)
@@ -244,12 +244,9 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
     for epoch in range(start_epoch, tcfg.epochs):
         model.train()
         order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        if ctx.enabled:  # this process's share of the same order
-            loader = DataLoader(train_set, batch_size=batch_size, sampler=distributed.ShardSampler(train_set, order),
-                                generator=order, **_loader_options(tcfg))
-        else:
-            loader = DataLoader(train_set, batch_size=tcfg.batch_size, shuffle=True, generator=order,
-                                **_loader_options(tcfg))
+        # under torchrun: this process's share of the same shuffle
+        loader = DataLoader(train_set, **distributed.shuffled(train_set, tcfg.batch_size, order),
+                            **_loader_options(tcfg))
         loss_sum, seen = 0.0, 0
         correct = torch.zeros((), dtype=torch.long, device=device)
         # no bar into a log file: its carriage-return frames would fill it
@@ -260,7 +257,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
             optimizer.zero_grad(set_to_none=True)
             result = rule.step(stepped, x, y)
             if getattr(rule, "local_gradients", False):
-                distributed.average_gradients(model)  # DDP averages the autograd rules' gradients
+                distributed.average_gradients(model)  # the rule's own .grad (DDP averages autograd's)
             loss = float(result.loss)  # the one host sync per step
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
