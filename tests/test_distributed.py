@@ -201,14 +201,14 @@ def test_local_rule_on_two_processes_matches_one(single_run, tmp_path):
 
 
 def test_torchrun_two_processes_match_one(single_run, tmp_path):
-    """``torchrun -m spikegate.cli train`` as a user types it: surrogate gradients averaged by DDP,
+    """``torchrun -m spikegate train`` as a user types it: surrogate gradients averaged by DDP,
     one run directory written by rank 0 only, the summary printed once."""
     single, single_dir = single_run
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
-         "-m", "spikegate.cli", "train", *TINY, f"hydra.run.dir={run_dir}"],
+         "-m", "spikegate", "train", *TINY, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
