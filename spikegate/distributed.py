@@ -21,6 +21,7 @@ as one process with batch ``trainer.batch_size``.
 * Rank 0 owns the run: it claims the run directory (its path is broadcast to the others), writes
   every file (config, checkpoint, metrics, plots, TensorBoard), prints, and scores the whole test
   set each epoch; the scores are broadcast so every process holds the same history.
+* A process that fails (a bad setting, a diverged loss) exits, and torchrun then stops the others.
 """
 
 from __future__ import annotations
