@@ -36,6 +36,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _train(cfg: DictConfig) -> float:
     with one_line_errors("spikegate train"):
+        from spikegate import distributed
         from spikegate.tasks import task_from_config
         from spikegate.train import run
 
@@ -43,20 +44,26 @@ def _train(cfg: DictConfig) -> float:
 
         asked = Path(HydraConfig.get().runtime.output_dir)
         resuming = cfg.trainer.resume is True or cfg.trainer.resume == "true"
-        claim = claim_run_directory(asked, fresh=not resuming)
-        if claim.path != asked:
+        # under torchrun: rank 0 claims the directory, the other processes train into the same one
+        is_main = distributed.start(cfg.trainer.get("distributed", "auto"), str(cfg.trainer.device)).is_main
+        claim = distributed.claim_on_main(asked, lambda: claim_run_directory(asked, fresh=not resuming))
+        if claim.path != asked and is_main:
             print(f"spikegate train: {_shown(asked)} holds another run; this run writes into "
                   f"{_shown(claim.path)}", file=sys.stderr)
         try:
             metrics = run(cfg, claim.path, on_start=lambda: _write_hydra_files(cfg, claim.path))
         except KeyboardInterrupt:
             claim.release(keep=(claim.path / "checkpoint.pt").is_file())
-            print(f"spikegate train: interrupted; {_resume_hint(cfg, claim)}", file=sys.stderr)
+            if is_main:
+                print(f"spikegate train: interrupted; {_resume_hint(cfg, claim)}", file=sys.stderr)
             raise SystemExit(130) from None
         except BaseException:
             claim.release(keep=(claim.path / "checkpoint.pt").is_file())
             raise
         claim.release()
+        distributed.stop()
+    if not is_main:
+        return metrics[task.primary]
     print(f"\n{task.summary(metrics)}  |  {_count(metrics['epochs'], 'epoch')} in {metrics['wall_s']:.0f} s\n"
           f"run directory: {_shown(claim.path)}")
     return metrics[task.primary]

@@ -38,7 +38,7 @@ LOCK_NAME = ".spikegate.lock"
 RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.json", ".hydra")
 # settings a resume may change without changing what the run trains
 _NOT_DIGESTED = {
-    "trainer": ("resume", "epochs", "progress", "num_workers", "pin_memory", "device"),
+    "trainer": ("resume", "epochs", "progress", "num_workers", "pin_memory", "device", "distributed"),
     "neuron": ("backend",),
     "dataset": ("root", "cache_dir"),
 }
@@ -172,7 +172,7 @@ def _digest_source(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 def run_digest(cfg: DictConfig | Mapping[str, Any]) -> str:
     """16 hex digits hashing the resolved config, without the settings a resume may change (where
-    data lives, the device and backend, progress bars, workers, ``trainer.epochs`` and
-    ``trainer.resume``)."""
+    data lives, the device and backend, progress bars, workers, ``trainer.distributed``,
+    ``trainer.epochs`` and ``trainer.resume``)."""
     text = json.dumps(_digest_source(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

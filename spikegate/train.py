@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from spikegate import distributed
 from spikegate.arguments import check_int, check_real
 from spikegate.atomic import atomic_write, save_json
 from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -190,16 +191,19 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
     ``config.yaml`` is written and before the first epoch: ``spikegate train`` writes ``.hydra/``
     then, so a refused run leaves a directory as it was."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg.trainer
+    ctx = distributed.start(tcfg.get("distributed", "auto"), str(tcfg.device))  # rank 0 writes, alone
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     for key in ("epochs", "batch_size"):
         check_int(tcfg[key], f"trainer.{key}", minimum=1)
     check_real(tcfg.lr, "trainer.lr", strict=True)
     preset_from_config(cfg.get("energy"))  # bad energy constants fail before training, not after it
     check_run_setup(cfg)
     board = open_tensorboard(tcfg.get("tensorboard", False), run_dir)  # no package: fails here, early
+    distributed.check_batch_size(tcfg.batch_size)  # before training, not at its first epoch
     torch.manual_seed(cfg.seed)
-    device = _device(tcfg.device)
+    device = distributed.device_for(_device(tcfg.device))
     task = task_from_config(cfg)
     data, model, rule = _build(cfg, device)
     train_set = _limit(data.train, tcfg.max_train_samples)
@@ -215,7 +219,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
     start_epoch, wall_before = 0, 0.0
     resume_from = _resume_path(tcfg.resume, run_dir)
     if resume_from is not None:
-        state = load_checkpoint(resume_from, fingerprint=fingerprint)
+        # read by rank 0 and broadcast: the other nodes need no copy of the file
+        state = distributed.from_main(lambda: load_checkpoint(resume_from, fingerprint=fingerprint))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -225,11 +230,14 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
                 f"trainer.resume: {resume_from} already holds {start_epoch} of trainer.epochs="
                 f"{tcfg.epochs} epochs; nothing left to train"
             )
-        print(f"resumed from {resume_from} after epoch {start_epoch}")
+        if ctx.is_main:
+            print(f"resumed from {resume_from} after epoch {start_epoch}")
+    stepped = distributed.wrap(model, rule)  # what rule.step trains: DDP, or the model itself
     # written once the checkpoint is known to fit, so a refused resume leaves the old config
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    atomic_write(run_dir / "config.yaml", lambda file: file.write(resolved.encode()))
-    if on_start is not None:
+    if ctx.is_main:
+        atomic_write(run_dir / "config.yaml", lambda file: file.write(resolved.encode()))
+    if on_start is not None and ctx.is_main:
         on_start()
     last_good = resume_from
 
@@ -239,17 +247,20 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
             rule.on_epoch(epoch, tcfg.epochs)
         model.train()
         order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        loader = DataLoader(train_set, batch_size=tcfg.batch_size, shuffle=True, generator=order,
+        # under torchrun: this process's share of the same shuffle
+        loader = DataLoader(train_set, **distributed.shuffled(train_set, tcfg.batch_size, order),
                             **_loader_options(tcfg))
         loss_sum, seen = 0.0, 0
         correct = torch.zeros((), device=device)
         # no bar into a log file: its carriage-return frames would fill it
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False,
-                   disable=not (tcfg.progress and sys.stderr.isatty()))
+                   disable=not (tcfg.progress and sys.stderr.isatty() and ctx.is_main))
         for step, (x, y) in enumerate(bar):
             x, y = task.batch(x, y, device)
             optimizer.zero_grad(set_to_none=True)
-            result = rule.step(model, x, y)
+            result = rule.step(stepped, x, y)
+            if getattr(rule, "local_gradients", False):
+                distributed.average_gradients(model)  # the rule's own .grad (DDP averages autograd's)
             loss = float(result.loss)  # the one host sync per step
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
@@ -262,16 +273,19 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
             correct += task.train_correct(result.logits, y)
             seen += task.samples(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        scores = evaluate(model, test_loader, device, cfg.get("energy"), task)
-        row = {"epoch": epoch + 1, **task.train_row(loss_sum / seen, float(correct), seen), **scores}
+        scores = distributed.from_main(lambda: evaluate(model, test_loader, device, cfg.get("energy"), task))
+        loss_sum, right, seen = distributed.sum_over_ranks(loss_sum, float(correct), seen)
+        row = {"epoch": epoch + 1, **task.train_row(loss_sum / seen, right, seen), **scores}
         history.append(row)
         wall = wall_before + time.perf_counter() - t0
+        last_good = ckpt_path
+        if not ctx.is_main:
+            continue
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "epoch": epoch + 1, "history": history,
             "wall_s": wall, "fingerprint": fingerprint, "config_digest": digest,
         })
-        last_good = ckpt_path
         board.log(row)
         tqdm.write(f"epoch {epoch + 1:>3}/{tcfg.epochs}  loss {row['train_loss']:.4f}  {task.epoch_line(row)}")
 
@@ -284,6 +298,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
         "config_digest": digest,
         "history": history,
     }
-    save_json(run_dir / "metrics.json", metrics)
-    _plot_history(history, run_dir / "training_curves.png")
+    if ctx.is_main:
+        save_json(run_dir / "metrics.json", metrics)
+        _plot_history(history, run_dir / "training_curves.png")
     return metrics

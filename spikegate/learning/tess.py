@@ -50,9 +50,11 @@ is on the time-averaged logits (theirs: per step over the last ``delay_ls`` step
 is their ``delay_ls`` (local signals only in the last ``k`` steps).
 
 Distributed data parallel: because TESS writes ``.grad`` itself, DDP's gradient hooks do not
-average it. After the updates are written, each process must ``all_reduce`` every trained
-parameter's ``.grad`` and divide by the world size; :meth:`TESS.step` does so whenever
-``torch.distributed`` is initialised (pass the ``DistributedDataParallel`` wrapper or its module).
+average it. The rule says so (``TESS.local_gradients = True``): the trainer then leaves the model
+unwrapped and, after every step, calls :func:`spikegate.distributed.average_gradients`, which
+all-reduces every parameter's ``.grad`` (sum) and divides it by the world size, so the local
+updates are averaged across processes exactly as DDP averages gradients. A model already wrapped
+in ``DistributedDataParallel`` or ``DataParallel`` is trained through its inner module.
 """
 
 from __future__ import annotations
@@ -594,6 +596,8 @@ class TESS:
     cross-entropy, ``logits [B, classes]`` the time-averaged readout, as ``model(x)`` computes them.
     """
 
+    local_gradients = True  # writes .grad itself: averaged across processes by the trainer, not DDP
+
     def __init__(
         self,
         lambda_pre: float = 0.5,
@@ -660,7 +664,6 @@ class TESS:
                 with torch.no_grad():
                     scale, shift = block.synapse.affine()
                 state.moments.update_running_stats(block.synapse.norm, scale, shift)
-        self._average_across_processes(net)
         return StepResult(loss.detach(), logits.detach())
 
     def _state(self, block: _Block, w: torch.Tensor, b: Optional[torch.Tensor], training: bool) -> "_BlockState":
@@ -707,18 +710,6 @@ class TESS:
                     grads.append(grad.to(tensor.dtype))
         if outputs:
             torch.autograd.backward(outputs, grads)
-
-    @staticmethod
-    def _average_across_processes(model: nn.Module) -> None:
-        """DDP does not see these gradients: average them across processes like it would."""
-        dist = torch.distributed
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        world = dist.get_world_size()
-        for p in model.parameters():
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad.div_(world)
 
     def __repr__(self) -> str:
         f = self.factors

@@ -339,22 +339,26 @@ def test_batchnorm_running_statistics_follow_the_batch_as_in_training_mode():
 
 
 def test_updates_are_averaged_across_processes_when_distributed(monkeypatch):
-    """DDP's hooks do not see the .grad TESS writes, so the rule averages it itself: simulate two
-    processes whose other half holds an update of 3x ours (sum = 4x ours, mean = 2x)."""
+    """DDP's hooks do not see the .grad TESS writes, so the rule declares local gradients and the
+    trainer's average_gradients averages them: simulate two processes whose other half holds an
+    update of 3x ours (sum = 4x ours, mean = 2x)."""
+    from spikegate.distributed import average_gradients
+
+    assert TESS.local_gradients is True
     torch.manual_seed(9)
     model = SpikingMLP((1, 4, 4), 3, NEURON, hidden=(6,))
     x = (torch.rand(4, 2, 1, 4, 4) < 0.5).float()
     y = torch.tensor([0, 2])
     TESS().step(model, x, y)
     alone = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
     reduced = []
     dist = torch.distributed
     monkeypatch.setattr(dist, "is_available", lambda: True)
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
-    monkeypatch.setattr(dist, "all_reduce", lambda t: reduced.append(t) or t.mul_(4))
-    TESS().step(model, x, y)
+    monkeypatch.setattr(dist, "all_reduce", lambda t, op=None: reduced.append(t) or t.mul_(4))
+    average_gradients(model)
     assert len(reduced) == len(alone)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, 2 * alone[n])
