@@ -54,7 +54,7 @@ THRESHOLD = 0.5
 EPS = 1.0
 TAU0 = {"ultralif": 0.9, "ultradlif": 1.0}  # each function's default
 # Default layer B x N: about 4M neurons per step on CUDA, a few minutes in all on 2 CPU cores.
-SHAPE = {"cuda": (4096, 1024), "cpu": (64, 1024), "quick": (2, 16)}
+SHAPE = {"cuda": (4096, 1024), "cpu": (512, 1024), "quick": (2, 16)}
 # Tolerances of the agreement check, relative to the largest magnitude of the reference.
 TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 TARGET_SPEEDUP, TARGET_ROOFLINE, TARGET_T = 10.0, 0.7, 32
