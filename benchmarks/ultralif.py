@@ -350,7 +350,8 @@ def _target_line(t: dict) -> str:
         return f"- {t['neuron']} {t['dtype']} T={t['T']}: {t['measure']} {value}"
     goal = f"{t['target'] * 100:.0f}%" if t["measure"] == "roofline" else f"{t['target']:g}x"
     verdict = "-" if t["met"] is None else ("met" if t["met"] else "not met")
-    return f"- {t['neuron']} {t['dtype']} T={t['T']}: {t['measure']} {value} (target >= {goal}: {verdict})"
+    head = f"- {t['neuron']} {t['dtype']} T={t['T']}: {t['measure']} {value}"
+    return f"{head} (target >= {goal}: {verdict})"
 
 
 def markdown_report(result: dict) -> str:

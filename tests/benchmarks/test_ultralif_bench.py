@@ -144,7 +144,8 @@ def test_roofline_and_targets_of_cuda_rows(bench):
     assert triton.kernel_bytes == 24
     assert triton.roofline == pytest.approx(24 * 32 * 4 * 1024 / 1e-5 / 1e12)
     found = bench.targets(rows, torch.device("cuda"))
-    assert [(t["measure"], t["met"]) for t in found] == [("triton / torch", True), ("roofline", False)]
+    assert [(t["measure"], t["met"]) for t in found] == [
+        ("triton / torch", True), ("roofline", False)]
 
 
 @pytest.mark.parametrize("argv, word", [
