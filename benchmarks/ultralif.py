@@ -10,7 +10,8 @@ Rows:
 * ``triton``  ``ultralif_sequence(..., backend="triton")`` / ``ultradlif_sequence``: the fused
               kernels, one launch forward and one backward over all ``T`` (CUDA; on the CPU only
               under ``TRITON_INTERPRET=1``, and then not a speed figure);
-* ``torch``   the same functions with ``backend="torch"``, the eager reference;
+* ``torch``   the same functions with ``backend="torch"``, the eager reference (both called with
+              ``validate=False`` unless ``--validate``: the loop checks nothing either);
 * ``loop``    the authors' formulation, written here: a plain per-step autograd loop,
               ``u = eps * logaddexp((v + log tau0) / eps, i / eps)`` (UltraDLIF: ``eps *
               logsumexp`` of ``(v_{k-1}, v_k + log tau0, v_{k+1}) / eps`` with ``torch.roll``
@@ -96,6 +97,7 @@ class Config:
     repeats: int
     threads: Optional[int]
     seed: int
+    validate: bool = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,17 +143,18 @@ def ultradlif_loop(i: torch.Tensor, eps: torch.Tensor, tau0: float = TAU0["ultra
     return torch.stack(spikes).to(i.dtype)
 
 
-def _sequence(neuron: str, backend: str) -> Callable:
+def _sequence(neuron: str, backend: str, validate: bool) -> Callable:
     fn = ultralif_sequence if neuron == "ultralif" else ultradlif_sequence
     return lambda i, eps: fn(i, eps=eps, tau0=TAU0[neuron], threshold=THRESHOLD,
-                             backend=backend)[0]
+                             backend=backend, validate=validate)[0]
 
 
-def formulation(neuron: str, impl: str) -> Callable:
-    """``fn(i, eps) -> spikes`` of one implementation."""
+def formulation(neuron: str, impl: str, validate: bool = False) -> Callable:
+    """``fn(i, eps) -> spikes`` of one implementation. ``validate``: the sequence functions'
+    value checks (a pass over ``i`` and a device sync); off by default, as the loop has none."""
     if impl == "loop":
         return ultralif_loop if neuron == "ultralif" else ultradlif_loop
-    return _sequence(neuron, impl)
+    return _sequence(neuron, impl, validate)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +221,7 @@ def bench_steps(T: int, device: torch.device, cfg: Config) -> list:
                 if impl == "triton" and device.type != "cuda":
                     row.note = "Triton interpreter: not a speed figure"
                 try:
-                    case = _Case(formulation(neuron, impl), i, w)
+                    case = _Case(formulation(neuron, impl, cfg.validate), i, w)
                     problem = case.check(reference)
                     if problem:
                         row.status, row.note = "mismatch", problem
@@ -319,7 +322,8 @@ def describe(device: torch.device, cfg: Config, copy_bw: Optional[float], comman
         + ("CUDA events" if device.type == "cuda" else "time.perf_counter"),
         workload=f"i ~ N(0, 1) [T, {cfg.batch}, {cfg.width}], theta {THRESHOLD}, eps {EPS} "
         "(0-dim tensor, requires grad), tau0 0.9 (UltraLIF) / 1 (UltraDLIF), v0 0; "
-        "autograd.grad of sum(w spikes) for i and eps, w ~ N(0, 1)",
+        "autograd.grad of sum(w spikes) for i and eps, w ~ N(0, 1); "
+        f"sequence functions with validate={cfg.validate}",
     )
 
 
@@ -406,6 +410,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="timed calls (default: CPU 5, CUDA 20)")
     p.add_argument("--threads", type=int, default=None, help="CPU torch threads (default: 2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validate", action="store_true",
+                   help="time the sequence functions with their value checks (default: "
+                   "validate=False, as the loop does none)")
     p.add_argument("--quick", action="store_true",
                    help=f"tiny setting for tests: B {SHAPE['quick'][0]}, N {SHAPE['quick'][1]}, "
                    "2 timed calls")
@@ -436,7 +443,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         steps=list(args.steps or STEPS), batch=args.batch or B, width=width,
         dtypes=list(args.dtypes), warmup=warmup, repeats=repeats,
         threads=args.threads if args.threads is not None else (None if cuda else 2),
-        seed=args.seed,
+        seed=args.seed, validate=args.validate,
     )
 
 
