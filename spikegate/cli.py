@@ -3,7 +3,7 @@
     spikegate train [OVERRIDES...]         train with Hydra (-m sweeps, --cfg job shows the config)
     spikegate evaluate RUN_DIR             score a finished run's checkpoint on its test set again
     spikegate energy RUN_DIR [preset=...]  energy per inference, layer by layer (energy.json/.md/.png)
-    spikegate bench lif [ARGS...]          LIF speed and memory against the peers (benchmarks/lif.py)
+    spikegate bench NAME [ARGS...]         benchmarks/NAME.py, NAME lif | ultralif | learning | dualpath
     spikegate report DIR [--format csv]    tabulate the runs under DIR (a sweep): per run, mean/std over seeds,
                                            learning curves, accuracy vs energy, the runs that failed
     spikegate generate RUN_DIR --prompt P  sample text from a trained language-model run
