@@ -25,10 +25,10 @@ __all__ = ["collect_runs", "columns", "format_table", "plot_sweep", "plot_loss_a
            "write_report", "main"]
 
 # every column a run may have, in table order (classification, then language modelling, then both)
-COLUMNS = ("test_accuracy", "val_loss", "val_bpb", "perplexity", "encoder_zero_fraction",
-           "inactive_token_fraction", "block_spike_rates", "spike_rate", "synops_per_inference",
-           "energy_pj_per_inference", "bit_budget_per_inference", "synops_per_token",
-           "energy_pj_per_token", "epochs", "wall_s")
+COLUMNS = ("test_accuracy", "hard_test_accuracy", "val_loss", "val_bpb", "perplexity",
+           "encoder_zero_fraction", "inactive_token_fraction", "block_spike_rates", "spike_rate",
+           "soft_spike_rate", "hard_spike_rate", "synops_per_inference", "energy_pj_per_inference",
+           "bit_budget_per_inference", "synops_per_token", "energy_pj_per_token", "epochs", "wall_s")
 
 
 def _mixed_files(run_dir: Path, metrics: dict) -> Optional[str]:
@@ -78,7 +78,7 @@ def collect_runs(root: str | Path, *, mixed: Optional[list[str]] = None) -> list
 def _cell(key: str, value) -> str:
     if value is None:
         return "-"
-    if key == "test_accuracy":
+    if key in ("test_accuracy", "hard_test_accuracy"):
         return f"{100 * value:.1f}%"
     if isinstance(value, list):  # per block
         return "/".join(f"{v:.3g}" for v in value)

@@ -37,17 +37,15 @@ def _energy_config(cfg, overrides: Sequence[str]):
 
 def energy_run(run_dir: str | Path, overrides: Sequence[str] = (), *, device: str = "auto") -> EnergyReport:
     """Estimate the energy of the run in ``run_dir`` on its test set and write its energy files."""
-    from spikegate.checkpoint import CheckpointError, load_checkpoint
-    from spikegate.train import _build, _device, _fingerprint, _test_loader
+    from spikegate.checkpoint import CheckpointError
+    from spikegate.train import _test_loader, load_run
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"energy: expected a run directory with config.yaml, got {run_dir}")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    preset = preset_from_config(_energy_config(cfg, overrides))  # before the slow part
-    dev = _device(device)
-    data, model, _ = _build(cfg, dev)
-    model.load_state_dict(load_checkpoint(run_dir, fingerprint=_fingerprint(cfg))["model"])
+    preset = preset_from_config(_energy_config(OmegaConf.load(run_dir / "config.yaml"), overrides))  # before the slow part
+    # the evaluate command's rebuild, with its checks (fingerprint, config digest)
+    cfg, data, model, _, _ = load_run(run_dir, device=device, command="energy")
     report = estimate_energy(model, _test_loader(data, cfg.trainer), preset=preset)
     atomic_write(run_dir / "energy.json", lambda file: file.write(report.to_json().encode()))
     atomic_write(run_dir / "energy.md", lambda file: file.write(report.to_markdown().encode()))
