@@ -515,8 +515,7 @@ def parser() -> argparse.ArgumentParser:
         description="Decay scan vs the authors' causal depthwise conv vs a per-step loop, and "
         "spike-gated attention time at several fractions of inactive tokens.",
     )
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto: cuda if available (default: %(default)s)")
+    harness.add_device_argument(p)
     p.add_argument("--lengths", type=_positive, nargs="+",
                    help="scan sequence lengths (default: 512 1024 2048 4096 8192)")
     p.add_argument("--batch", type=_positive, help="scan batch B (default: CPU 4, CUDA 32)")
@@ -548,21 +547,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-call-s", type=float, default=10.0,
                    help="a scan row whose first call (after the check) takes longer is timed by "
                    "that one call only (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="CPU torch threads (default: 2)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
                    help="tiny setting for tests: T 64, B 2, H 2, Dh 8, attention T 64, window 16, "
                    "2 timed calls")
-    p.add_argument("--out", type=Path, help="also write the results: .json as JSON, else markdown")
+    harness.add_run_arguments(p)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device available")
+    device = harness.resolve_device(args.device)
     cuda, quick = device == "cuda", args.quick
     repeats = args.repeats if args.repeats is not None else 2 if quick else 20 if cuda else 5
     warmup = args.warmup if args.warmup is not None else 1
@@ -597,22 +590,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def main(argv: Optional[list] = None) -> int:
     """Run the benchmark; print markdown tables. Returns 0, 1 if any row is a mismatch or an
     error (a skipped row is not a failure), or 2 on bad arguments."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parser().parse_args(argv)
-        cfg = config_from_args(args)
-    except SystemExit as stop:
-        if isinstance(stop.code, str):
-            print(stop.code, file=sys.stderr)
-            return 2
-        return int(stop.code or 0)
-    result = run_benchmark(cfg, harness.command_line(argv, SCRIPT))
-    report = markdown_report(result)
-    print(report)
-    if args.out:
-        harness.write_results(args.out, result, report)
-    bad = [r for r in result["scan"] + result["attention"] if r["status"] in ("mismatch", "error")]
-    return 1 if bad else 0
+    return harness.run_main(argv, SCRIPT, parser, config_from_args, run_benchmark, markdown_report,
+                            failed=_failed)
+
+
+def _failed(result: dict) -> bool:
+    return any(r["status"] in ("mismatch", "error") for r in result["scan"] + result["attention"])
 
 
 if __name__ == "__main__":

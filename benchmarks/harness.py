@@ -114,6 +114,7 @@ __all__ = [
     "copy_bandwidth", "roofline_fraction", "command_line", "environment", "environment_lines", "version",
     "peer_missing", "missing_peers_line", "quiet_peer_warnings", "markdown_table", "write_json",
     "write_text", "write_results", "run_child", "free", "first_line", "join",
+    "add_device_argument", "add_run_arguments", "resolve_device", "run_main",
 ]
 
 BENCH_EXTRA = "pip install -e '.[bench]'"
@@ -546,6 +547,59 @@ def first_line(err: BaseException) -> str:
 def join(*notes: str) -> str:
     """Notes joined with ``; ``, empty ones left out."""
     return "; ".join(n for n in notes if n)
+
+
+def add_device_argument(parser) -> None:
+    """``--device auto|cpu|cuda``, the same in every benchmark (see :func:`resolve_device`)."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="auto: cuda if available (default: %(default)s)")
+
+
+def add_run_arguments(parser) -> None:
+    """The options every benchmark takes last: ``--threads``, ``--seed`` and ``--out``."""
+    parser.add_argument("--threads", type=int, default=None, help="CPU torch threads (default: 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also write the results: .json as JSON, else markdown")
+
+
+def resolve_device(name: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for ``--device`` (auto: cuda when available); exits with a one-line
+    message when cuda is asked for and there is none."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device available")
+    return name
+
+
+def run_main(
+    argv: Optional[Sequence[str]],
+    script: str,
+    parser: Callable[[], Any],
+    config_from_args: Callable[[Any], Any],
+    run_benchmark: Callable[[Any, str], dict],
+    markdown_report: Callable[[dict], str],
+    failed: Callable[[dict], bool],
+) -> int:
+    """A benchmark's ``main``: parse ``argv`` (default ``sys.argv[1:]``) and build its config (a
+    bad argument: its message on stderr, 2), run it with the command line as typed, print the
+    markdown report, write ``--out``, and return 1 when ``failed(result)`` (a mismatch or an error;
+    a skipped row is not a failure), else 0."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser().parse_args(argv)
+        cfg = config_from_args(args)
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+            return 2
+        return int(stop.code or 0)
+    result = run_benchmark(cfg, command_line(argv, script))
+    report = markdown_report(result)
+    print(report)
+    if args.out:
+        write_results(args.out, result, report)
+    return 1 if failed(result) else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

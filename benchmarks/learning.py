@@ -346,8 +346,7 @@ def parser() -> argparse.ArgumentParser:
         description="Peak memory and time of one training step of the same conv SNN under "
         "surrogate BPTT, TESS and (when installed) ultradiscrete learning, at several T.",
     )
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto: cuda if available (default: %(default)s)")
+    harness.add_device_argument(p)
     p.add_argument("--rules", nargs="+", choices=RULES, default=list(RULES),
                    help="learning rules to run (default: all; a missing one is skipped)")
     p.add_argument("--steps", type=int, nargs="+", metavar="T",
@@ -360,21 +359,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, help=f"batch size (default: {d['batch']})")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per rule (default: 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed steps per rule (default: 10)")
-    p.add_argument("--threads", type=int, default=None, help="CPU torch threads (default: 2)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
                    help="tiny setting for tests: T 2 and 8, input 2,8,8, channels 4,8, 4 classes, "
                    "batch 2, 1 warm-up, 2 repeats")
-    p.add_argument("--out", type=Path, help="also write the results: .json as JSON, else markdown")
+    harness.add_run_arguments(p)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device available")
+    device = harness.resolve_device(args.device)
     base = QUICK if args.quick else DEFAULTS
     steps = args.steps or base["steps"]
     classes = args.classes if args.classes is not None else base["classes"]
@@ -400,21 +393,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def main(argv: Optional[list] = None) -> int:
     """Run the benchmark and print a markdown report. Returns 0, 1 if any rule failed (a skipped
     rule is not a failure), or 2 on bad arguments."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parser().parse_args(argv)
-        cfg = config_from_args(args)
-    except SystemExit as stop:
-        if isinstance(stop.code, str):
-            print(stop.code, file=sys.stderr)
-            return 2
-        return int(stop.code or 0)
-    result = run_benchmark(cfg, harness.command_line(argv, SCRIPT))
-    report = markdown_report(result)
-    print(report)
-    if args.out:
-        harness.write_results(args.out, result, report)
-    return 1 if any(r["status"] == "error" for r in result["rows"]) else 0
+    return harness.run_main(argv, SCRIPT, parser, config_from_args, run_benchmark, markdown_report,
+                            failed=lambda result: any(r["status"] == "error" for r in result["rows"]))
 
 
 if __name__ == "__main__":

@@ -624,8 +624,7 @@ def parser() -> argparse.ArgumentParser:
         "SpikingJelly, Norse, snnTorch, at the same shape and dtype. Norse comes with spikegate; "
         f"the bench extra ({harness.BENCH_EXTRA}) adds SpikingJelly and snnTorch.",
     )
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto: cuda if available (default: %(default)s)")
+    harness.add_device_argument(p)
     p.add_argument("--shapes", type=_shape, nargs="+", metavar="T,B,N",
                    help="default: CUDA 8/32/128 x 64 x 65536; CPU 32,32,1024 128,16,1024 16,64,4096")
     p.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES),
@@ -638,8 +637,6 @@ def parser() -> argparse.ArgumentParser:
                    "(default: triton cuda torch)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per implementation (default: 3)")
     p.add_argument("--repeats", type=int, default=None, help="timed steps (default: 30 CPU, 20 CUDA)")
-    p.add_argument("--threads", type=int, default=None, help="CPU torch threads (default: 2)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate", action="store_true",
                    help="run spikegate with validate=True (adds its NaN/Inf check on x)")
     p.add_argument("--spike-tolerance", type=float, default=0.0,
@@ -649,16 +646,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-check", action="store_true",
                    help="instead of timing: compile the Triton kernels for sm_90 without a GPU and "
                    "report registers, spills, vector accesses and in-loop layout conversions")
-    p.add_argument("--out", type=Path, help="also write the results: .json as JSON, else markdown")
+    harness.add_run_arguments(p)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device available")
+    device = harness.resolve_device(args.device)
     on_cuda = device == "cuda"
     shapes = args.shapes or (QUICK_SHAPES if args.quick else CUDA_SHAPES if on_cuda else CPU_SHAPES)
     dtypes = args.dtypes or (["float32"] if args.quick or not on_cuda else list(DTYPES))

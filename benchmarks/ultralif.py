@@ -394,8 +394,7 @@ def parser() -> argparse.ArgumentParser:
         description="UltraLIF / UltraDLIF forward+backward: fused Triton kernels vs the eager torch "
         "reference vs the authors' per-step loop.",
     )
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto: cuda if available (default: %(default)s)")
+    harness.add_device_argument(p)
     p.add_argument("--neurons", nargs="+", choices=NEURONS, default=list(NEURONS))
     p.add_argument("--impls", nargs="+", choices=IMPLS,
                    help="default: CUDA all; CPU torch loop (triton needs CUDA or TRITON_INTERPRET=1)")
@@ -408,24 +407,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES), default=["float32", "bfloat16"])
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per row (default: 1)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls (default: CPU 5, CUDA 20)")
-    p.add_argument("--threads", type=int, default=None, help="CPU torch threads (default: 2)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate", action="store_true",
                    help="time the sequence functions with their value checks (default: "
                    "validate=False, as the loop does none)")
     p.add_argument("--quick", action="store_true",
                    help=f"tiny setting for tests: B {SHAPE['quick'][0]}, N {SHAPE['quick'][1]}, "
                    "2 timed calls")
-    p.add_argument("--out", type=Path, help="also write the results: .json as JSON, else markdown")
+    harness.add_run_arguments(p)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device available")
+    device = harness.resolve_device(args.device)
     cuda, quick = device == "cuda", args.quick
     repeats = args.repeats if args.repeats is not None else 2 if quick else 20 if cuda else 5
     warmup = args.warmup if args.warmup is not None else 1
@@ -450,22 +443,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def main(argv: Optional[list] = None) -> int:
     """Run the benchmark; print a markdown table. Returns 0, 1 if any row is a mismatch or an
     error (a skipped row is not a failure), or 2 on bad arguments."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parser().parse_args(argv)
-        cfg = config_from_args(args)
-    except SystemExit as stop:
-        if isinstance(stop.code, str):
-            print(stop.code, file=sys.stderr)
-            return 2
-        return int(stop.code or 0)
-    result = run_benchmark(cfg, harness.command_line(argv, SCRIPT))
-    report = markdown_report(result)
-    print(report)
-    if args.out:
-        harness.write_results(args.out, result, report)
-    bad = [r for r in result["rows"] if r["status"] in ("mismatch", "error")]
-    return 1 if bad else 0
+    return harness.run_main(argv, SCRIPT, parser, config_from_args, run_benchmark, markdown_report,
+                            failed=_failed)
+
+
+def _failed(result: dict) -> bool:
+    return any(r["status"] in ("mismatch", "error") for r in result["rows"])
 
 
 if __name__ == "__main__":
