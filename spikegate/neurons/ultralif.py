@@ -173,12 +173,13 @@ def _neighbours(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _lse3(left, centre, right, eps, hard):
-    stack = torch.stack([left, centre, right], dim=-1)
+    """``LSE_eps`` of each neuron's three terms, stacked on a new leading dimension: contiguous
+    slices, and ``eps`` (a float, a 0-dim or a per-neuron tensor) broadcasts as it is, with no
+    full-size copy per step (and no reduction of one in the backward)."""
+    stack = torch.stack([left, centre, right])
     if hard:
-        return stack.amax(-1)
-    if isinstance(eps, torch.Tensor):
-        eps = torch.broadcast_to(eps, left.shape).unsqueeze(-1)
-    return soft_max_plus(stack, eps)
+        return stack.amax(0)
+    return soft_max_plus(stack, eps, dim=0)
 
 
 def ultradlif_reference(i, v0, eps, tau0, threshold, reset=True, hard=False,
