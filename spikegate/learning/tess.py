@@ -70,7 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikegate.arguments import check_choice, check_int
+from spikegate.arguments import check_choice, check_int, check_real
 from spikegate.models import check_input
 from spikegate.neurons.lif import LIF
 from spikegate.neurons.sequential import SpikesOnly
@@ -315,8 +315,9 @@ def learning_signal(
     *,
     pool_size: Optional[int],
     post: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    sparsity: float = 0.0,
 ) -> LocalSignal:
-    """``m = d CE(a B^T, labels) / d spikes`` for one block at one step.
+    """``m = d (CE(a B^T, labels) + sparsity * mean(spikes)) / d spikes`` for one block at one step.
 
     Args:
         spikes: ``[B, C, H, W]`` or ``[B, N]`` output spikes of the block's neurons.
@@ -325,6 +326,8 @@ def learning_signal(
         pool_size: ``a`` is the block output average-pooled to ``pool_size x pool_size`` (4-d outputs;
             None or 2-d outputs: no pooling), flattened to ``D``.
         post: the block's stateless layers after the neurons (e.g. its max pool), differentiated through.
+        sparsity: weight ``lambda`` of the block's mean spike rate at this step (the spike-rate
+            penalty of the other rules, made local: it adds ``lambda / spikes.numel()`` to ``m``).
 
     Returns:
         ``LocalSignal(m [shape of spikes], loss (scalar), output = post(spikes))``, all detached.
@@ -338,6 +341,8 @@ def learning_signal(
                 f"projection: expected [classes, D={a.shape[1]}] for this block, got {tuple(projection.shape)}"
             )
         loss = F.cross_entropy(a @ projection.transpose(0, 1), labels)
+        if sparsity:
+            loss = loss + sparsity * s.mean()
         (m,) = torch.autograd.grad(loss, s)
     return LocalSignal(m, loss.detach(), out.detach())
 
@@ -591,6 +596,9 @@ class TESS:
         signal_steps: give local signals only in the last ``k`` steps of each sequence (the
             authors' ``delay_ls``); None: every step.
         low_freq, high_freq: frequency range of the square waves in ``B`` (50, 512).
+        sparsity: ``learning.sparsity``, the spike-rate penalty ``lambda * mean spike rate`` of the
+            other rules, made local: each block's local loss at each step adds ``lambda`` times
+            that block's mean output spike (see :func:`learning_signal`); 0 (default) is off.
 
     ``step(model, x [T, B, ...], y [B]) -> StepResult(loss, logits)``: ``loss`` is the readout's
     cross-entropy, ``logits [B, classes]`` the time-averaged readout, as ``model(x)`` computes them.
@@ -609,8 +617,10 @@ class TESS:
         signal_steps: Optional[int] = None,
         low_freq: float = 50.0,
         high_freq: float = 512.0,
+        sparsity: float = 0.0,
     ) -> None:
         self.factors = TraceFactors(lambda_pre, lambda_post, alpha_pre, alpha_post)
+        self.sparsity = check_real(sparsity, "learning.sparsity")
         pool_sizes = tuple(pool_sizes)
         if len(pool_sizes) != 3:
             raise ValueError(f"pool_sizes: expected (first, middle, last), got {pool_sizes}")
@@ -693,7 +703,8 @@ class TESS:
             state.projection = square_wave_projection(
                 classes, size, low=self.freqs[0], high=self.freqs[1], dtype=s.dtype, device=s.device
             )
-        signal = learning_signal(s, labels, state.projection, pool_size=block.pool_size, post=post)
+        signal = learning_signal(s, labels, state.projection, pool_size=block.pool_size, post=post,
+                                 sparsity=self.sparsity)
         state.traces.step(h, u, signal.m)
         with torch.no_grad():
             return block.apply_post(signal.output, part="rest")  # the pooling is done once

@@ -121,6 +121,29 @@ def test_learning_signal_matches_the_analytic_gradient_through_pool_and_projecti
     torch.testing.assert_close(m, expected)
 
 
+def test_the_sparsity_penalty_adds_lambda_over_the_block_size_to_the_signal():
+    """d(lambda * mean(s))/ds = lambda / numel, on top of the cross-entropy signal; and the rule
+    passes learning.sparsity through (a penalised TESS step changes the hidden layer's update)."""
+    torch.manual_seed(3)
+    spikes = (torch.rand(3, 2, 8, 8) < 0.5).double()
+    labels = torch.tensor([0, 3, 1])
+    proj = square_wave_projection(4, 2 * 2 * 2, dtype=torch.float64)
+    plain = learning_signal(spikes, labels, proj, pool_size=2).m
+    penalised = learning_signal(spikes, labels, proj, pool_size=2, sparsity=0.1).m
+    torch.testing.assert_close(penalised - plain, torch.full_like(plain, 0.1 / spikes.numel()))
+    model = SpikingMLP((1, 4, 4), 3, NEURON, hidden=(6,))
+    x = (torch.rand(4, 2, 1, 4, 4) < 0.5).float()
+    y = torch.tensor([0, 2])
+    grads = []
+    for weight in (0.0, 0.5):
+        model.zero_grad()
+        TESS(sparsity=weight).step(model, x, y)
+        grads.append(model.body[1].weight.grad.clone())
+    assert not torch.equal(grads[0], grads[1])
+    with pytest.raises(ValueError, match="learning.sparsity"):
+        TESS(sparsity=-1.0)
+
+
 def local_loss_autograd(model, x, y, pool_sizes):
     """Reference at T = 1: per block, autograd of CE(pool(block output) B^T, y) through the model's
     own layers with the triangle surrogate 0.3 * max(0, 1 - |u - theta|) as ds/du; inputs detached."""
