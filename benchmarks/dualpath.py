@@ -498,16 +498,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     heads, head_dim, window, anchors = lm_shape()
     p = argparse.ArgumentParser(
@@ -516,12 +506,12 @@ def parser() -> argparse.ArgumentParser:
         "spike-gated attention time at several fractions of inactive tokens.",
     )
     harness.add_device_argument(p)
-    p.add_argument("--lengths", type=_positive, nargs="+",
+    p.add_argument("--lengths", type=harness.positive_int, nargs="+",
                    help="scan sequence lengths (default: 512 1024 2048 4096 8192)")
-    p.add_argument("--batch", type=_positive, help="scan batch B (default: CPU 4, CUDA 32)")
-    p.add_argument("--heads", type=_positive, default=heads,
+    p.add_argument("--batch", type=harness.positive_int, help="scan batch B (default: CPU 4, CUDA 32)")
+    p.add_argument("--heads", type=harness.positive_int, default=heads,
                    help="heads H (default: the LM's, %(default)s)")
-    p.add_argument("--head-dim", type=_positive, default=head_dim,
+    p.add_argument("--head-dim", type=harness.positive_int, default=head_dim,
                    help="features per head Dh (default: the LM's, %(default)s)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     p.add_argument("--scan-impls", nargs="+", choices=SCAN_IMPLS, default=list(SCAN_IMPLS),
@@ -529,16 +519,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-impls", nargs="+", choices=ATTENTION_IMPLS,
                    help="default: CUDA both, CPU sdpa (flex runs on CUDA only)")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    p.add_argument("--conv-max-length", type=_positive,
+    p.add_argument("--conv-max-length", type=harness.positive_int,
                    help="longest T of the conv rows, both modes (default: CUDA no limit; CPU "
                    f"{CPU_CONV_MAX['forward']} forward, {CPU_CONV_MAX['forward+backward']} "
                    "forward+backward)")
-    p.add_argument("--attention-length", type=_positive,
+    p.add_argument("--attention-length", type=harness.positive_int,
                    help="attention sequence length (default: CPU 1024, CUDA 4096)")
-    p.add_argument("--attention-batch", type=_positive, help="attention batch (default: CPU 4, CUDA 16)")
+    p.add_argument("--attention-batch", type=harness.positive_int, help="attention batch (default: CPU 4, CUDA 16)")
     p.add_argument("--inactive", type=_fraction, nargs="+", default=list(INACTIVE),
                    help="fractions of inactive tokens (default: 0 0.5 0.9)")
-    p.add_argument("--window", type=_positive, default=window,
+    p.add_argument("--window", type=harness.positive_int, default=window,
                    help="attention window (default: the LM's, %(default)s)")
     p.add_argument("--anchors", type=int, default=anchors,
                    help="anchor positions (default: the LM's, %(default)s)")

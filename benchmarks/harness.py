@@ -90,6 +90,7 @@ import platform
 import shlex
 import statistics
 import subprocess
+import argparse
 import sys
 import tempfile
 import time
@@ -114,7 +115,7 @@ __all__ = [
     "copy_bandwidth", "roofline_fraction", "command_line", "environment", "environment_lines", "version",
     "peer_missing", "missing_peers_line", "quiet_peer_warnings", "markdown_table", "write_json",
     "write_text", "write_results", "run_child", "free", "first_line", "join",
-    "add_device_argument", "add_run_arguments", "resolve_device", "run_main",
+    "add_device_argument", "add_run_arguments", "resolve_device", "run_main", "positive_int",
 ]
 
 BENCH_EXTRA = "pip install -e '.[bench]'"
@@ -560,6 +561,17 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU torch threads (default: 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the results: .json as JSON, else markdown")
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def resolve_device(name: str) -> str:

@@ -378,16 +378,6 @@ def markdown_report(result: dict) -> str:
 # Command line
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spikegate bench ultralif",
@@ -398,10 +388,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--neurons", nargs="+", choices=NEURONS, default=list(NEURONS))
     p.add_argument("--impls", nargs="+", choices=IMPLS,
                    help="default: CUDA all; CPU torch loop (triton needs CUDA or TRITON_INTERPRET=1)")
-    p.add_argument("--steps", type=_positive, nargs="+", help="T values (default: 1 10 32)")
-    p.add_argument("--batch", type=_positive,
+    p.add_argument("--steps", type=harness.positive_int, nargs="+", help="T values (default: 1 10 32)")
+    p.add_argument("--batch", type=harness.positive_int,
                    help=f"B (default: CUDA {SHAPE['cuda'][0]}, CPU {SHAPE['cpu'][0]})")
-    p.add_argument("--width", type=_positive,
+    p.add_argument("--width", type=harness.positive_int,
                    help=f"N, neurons per row (default: {SHAPE['cuda'][1]}); UltraDLIF couples "
                    "neighbours along it")
     p.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES), default=["float32", "bfloat16"])
