@@ -396,11 +396,7 @@ def run_benchmark(cfg: Config, command: str = SCRIPT) -> dict:
     """Every scan length and attention fraction; return ``{"meta": ..., "scan": [...],
     "attention": [...]}``."""
     device = torch.device(cfg.device)
-    load_before = harness.loadavg()
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with harness.threads_and_load(cfg.threads) as load:
         copy_bw = harness.copy_bandwidth(device) if device.type == "cuda" else None
         scan_rows: list = []
         for T in cfg.lengths:
@@ -419,9 +415,7 @@ def run_benchmark(cfg: Config, command: str = SCRIPT) -> dict:
         harness.free(device)
         add_attention_relative(attention_rows)
         meta = describe(device, cfg, copy_bw, command)
-        meta["loadavg_1min"] = [load_before, harness.loadavg()]
-    finally:
-        torch.set_num_threads(threads_before)
+    meta["loadavg_1min"] = load
     return {"meta": meta, "scan": [asdict(r) for r in scan_rows],
             "attention": [asdict(r) for r in attention_rows]}
 

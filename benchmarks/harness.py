@@ -116,6 +116,7 @@ __all__ = [
     "peer_missing", "missing_peers_line", "quiet_peer_warnings", "markdown_table", "write_json",
     "write_text", "write_results", "run_child", "free", "first_line", "join",
     "add_device_argument", "add_run_arguments", "resolve_device", "run_main", "positive_int",
+    "threads_and_load",
 ]
 
 BENCH_EXTRA = "pip install -e '.[bench]'"
@@ -561,6 +562,22 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU torch threads (default: 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the results: .json as JSON, else markdown")
+
+
+@contextlib.contextmanager
+def threads_and_load(threads: Optional[int]) -> Iterator[list]:
+    """A benchmark run's surroundings: torch's CPU threads set to ``threads`` (when given) for the
+    block and restored after it; yields a list that holds the 1-minute load average before the
+    block and, once it ends, after it (the report's ``loadavg_1min``)."""
+    load = [loadavg()]
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield load
+    finally:
+        load.append(loadavg())
+        torch.set_num_threads(before)
 
 
 def positive_int(text: str) -> int:

@@ -225,20 +225,14 @@ def targets(rows: list) -> dict:
 def run_benchmark(cfg: Config, command: str = SCRIPT) -> dict:
     """Every rule at every ``T``; returns ``{"meta": ..., "rows": [...], "targets": {...}}``."""
     device = torch.device(cfg.device)
-    load_before = harness.loadavg()
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with harness.threads_and_load(cfg.threads) as load:
         rows = []
         for T in cfg.steps:
             rows += bench_steps(T, cfg, device)
             harness.free(device)
         add_ratios(rows)
         meta = describe(device, cfg, command)
-        meta["loadavg_1min"] = [load_before, harness.loadavg()]
-    finally:
-        torch.set_num_threads(threads_before)
+    meta["loadavg_1min"] = load
     return {"meta": meta, "rows": [asdict(r) for r in rows], "targets": targets(rows)}
 
 

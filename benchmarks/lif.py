@@ -502,11 +502,7 @@ def run_benchmark(cfg: Config, argv_common: Optional[list] = None, command: str 
     """Run every implementation at every shape and dtype; return ``{"meta": ..., "rows": [...]}``."""
     device = torch.device(cfg.device)
     child = bool(os.environ.get(_SJ_CHILD_ENV))
-    load_before = harness.loadavg()
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with harness.threads_and_load(cfg.threads) as load:
         copy_bw = harness.copy_bandwidth(device) if device.type == "cuda" and not child else None
         built: list = []
         for name in cfg.impls:
@@ -536,9 +532,7 @@ def run_benchmark(cfg: Config, argv_common: Optional[list] = None, command: str 
         rows.sort(key=lambda r: (order.get((r.T, r.B, r.N), len(order)), list(DTYPES).index(r.dtype)))
         add_relative(rows, device, copy_bw)
         meta = describe(device, cfg, copy_bw, command)
-        meta["loadavg_1min"] = [load_before, harness.loadavg()]
-    finally:
-        torch.set_num_threads(threads_before)
+    meta["loadavg_1min"] = load
     return {"meta": meta, "rows": [asdict(r) for r in rows]}
 
 

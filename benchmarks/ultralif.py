@@ -295,11 +295,7 @@ def targets(rows: list, device: torch.device) -> list:
 def run_benchmark(cfg: Config, command: str = SCRIPT) -> dict:
     """Every ``T``; return ``{"meta": ..., "rows": [...], "targets": [...]}``."""
     device = torch.device(cfg.device)
-    load_before = harness.loadavg()
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with harness.threads_and_load(cfg.threads) as load:
         copy_bw = harness.copy_bandwidth(device) if device.type == "cuda" else None
         rows: list = []
         for T in cfg.steps:
@@ -307,9 +303,7 @@ def run_benchmark(cfg: Config, command: str = SCRIPT) -> dict:
             harness.free(device)
         add_relative(rows, copy_bw)
         meta = describe(device, cfg, copy_bw, command)
-        meta["loadavg_1min"] = [load_before, harness.loadavg()]
-    finally:
-        torch.set_num_threads(threads_before)
+    meta["loadavg_1min"] = load
     return {"meta": meta, "rows": [asdict(r) for r in rows], "targets": targets(rows, device)}
 
 
