@@ -42,10 +42,6 @@ class PerStep(nn.Module):
         return y.reshape(T, B, *y.shape[1:])
 
 
-# the neuron layer of a feed-forward stack; the old name stays for code that imports it
-SpikingNeuron = SpikesOnly
-
-
 class _SpikingNet(nn.Module):
     input_shape: tuple[int, ...]
 
@@ -159,7 +155,7 @@ class SpikingVGG(_SpikingNet):
                 continue
             if isinstance(entry, bool) or not isinstance(entry, int) or entry < 1:
                 raise ValueError(f"layers: expected channel counts >= 1 or 'M', got {entry!r} in {list(layers)}")
-            body += [PerStep(conv(c, entry, 3, padding=1, bias=False)), SpikingNeuron(neuron(shape=(entry, h, w)))]
+            body += [PerStep(conv(c, entry, 3, padding=1, bias=False)), SpikesOnly(neuron(shape=(entry, h, w)))]
             c = entry
         body += [PerStep(nn.AdaptiveAvgPool2d(global_pool)), nn.Flatten(2), nn.Linear(c * global_pool**2, num_classes)]
         self.body = nn.Sequential(*body)

@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from spikegate.arguments import check_real
-from spikegate.models import SpikingMLP, SpikingNeuron, check_input
+from spikegate.models import SpikingMLP, check_input
+from spikegate.neurons.sequential import SpikesOnly
 from spikegate.neurons import LIF
 
 __all__ = ["NIRMappingError", "to_nir", "from_nir", "DEFAULT_DT"]
@@ -113,7 +114,7 @@ def to_nir(
             key = f"affine_{layer}"
             nodes[key] = nir.Affine(weight=_array(module.weight, tuple(module.weight.shape)),
                                     bias=_array(bias, (module.out_features,)))
-        elif isinstance(module, SpikingNeuron):
+        elif isinstance(module, SpikesOnly):
             key = f"lif_{layer}"
             affine = nodes[chain[-1]]
             nodes[key] = _lif_node(module.neuron, name, affine.weight.shape[0], dt)
@@ -183,7 +184,7 @@ def from_nir(graph: nir.NIRGraph, *, dt: float = DEFAULT_DT, backend: str = "aut
     model = SpikingMLP(input_shape, int(np.asarray(affines[-1].weight).shape[0]),
                        partial(LIF, backend=backend), hidden=hidden)
     linears = [m for m in model.body if isinstance(m, nn.Linear)]
-    wrappers = [m for m in model.body if isinstance(m, SpikingNeuron)]
+    wrappers = [m for m in model.body if isinstance(m, SpikesOnly)]
     scales = [_import_lif(wrapper, node, name, dt, backend)
               for wrapper, node, name in zip(wrappers, neurons, names[1::2])]
     for linear, affine, scale in zip(linears, affines, [*scales, None]):
@@ -197,7 +198,7 @@ def from_nir(graph: nir.NIRGraph, *, dt: float = DEFAULT_DT, backend: str = "aut
     return model
 
 
-def _import_lif(wrapper: SpikingNeuron, node: nir.LIF, name: str, dt: float, backend: str) -> np.ndarray:
+def _import_lif(wrapper: SpikesOnly, node: nir.LIF, name: str, dt: float, backend: str) -> np.ndarray:
     """Set ``wrapper``'s neuron from ``node``; returns the input scale ``(dt/tau) * r`` per neuron."""
     width = np.asarray(node.tau).size
     tau = np.broadcast_to(np.asarray(node.tau, np.float64), (width,))

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from spikegate.energy import EnergyCounter
-from spikegate.models import PerStep, SpikingNeuron
-from spikegate.neurons import LIF
+from spikegate.models import PerStep
+from spikegate.neurons import LIF, SpikesOnly
 
 
 def counts_of(model, x, samples, time_steps=1):
@@ -124,7 +124,7 @@ def test_unknown_layers_are_listed_not_dropped():
 def test_counting_reads_nothing_back_until_counts(monkeypatch):
     """Hooks must not synchronise with the device: any read-back inside the forward fails here."""
     lif = LIF(beta=0.5, backend="torch", validate=False)
-    model = nn.Sequential(PerStep(nn.Conv2d(1, 2, 3, padding=1)), SpikingNeuron(lif), nn.Flatten(2),
+    model = nn.Sequential(PerStep(nn.Conv2d(1, 2, 3, padding=1)), SpikesOnly(lif), nn.Flatten(2),
                           nn.Linear(32, 3))
     x = (torch.rand(3, 2, 1, 4, 4) < 0.5).float()
     counter = EnergyCounter(model)
@@ -142,7 +142,7 @@ def test_counting_on_cuda_never_synchronises():
     """On a GPU, CUDA's own sync check raises if any hook waits for the device."""
     lif = LIF(beta=0.5, backend="torch", validate=False)
     model = nn.Sequential(PerStep(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2))),
-                          SpikingNeuron(lif), PerStep(nn.MaxPool2d(2)), nn.Flatten(2), nn.Linear(8, 3)).cuda().eval()
+                          SpikesOnly(lif), PerStep(nn.MaxPool2d(2)), nn.Flatten(2), nn.Linear(8, 3)).cuda().eval()
     x = (torch.rand(3, 2, 1, 4, 4, device="cuda") < 0.5).float()
     counter = EnergyCounter(model)
     with torch.no_grad(), counter:

@@ -8,8 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from spikegate.energy import estimate_energy
-from spikegate.models import PerStep, SpikingNeuron
-from spikegate.neurons import LIF
+from spikegate.models import PerStep
+from spikegate.neurons import LIF, SpikesOnly
 
 # 45 nm fp32 figures typed from Horowitz (ISSCC 2014), independent of the presets module
 ADD, MUL, SRAM_BIT = 0.9, 3.7, 20 / 64
@@ -26,7 +26,7 @@ def planted_mlp():
     first, second = nn.Linear(3, 5, bias=False), nn.Linear(5, 4, bias=False)
     nn.init.constant_(first.weight, 1.0)
     nn.init.constant_(second.weight, -1.0)
-    return nn.Sequential(first, SpikingNeuron(lif()), second, SpikingNeuron(lif()))
+    return nn.Sequential(first, SpikesOnly(lif()), second, SpikesOnly(lif()))
 
 
 def planted_input(rate):
@@ -74,7 +74,7 @@ def test_conv_net_hand_counts():
     conv = nn.Conv2d(1, 2, 3, padding=1, bias=False)
     nn.init.constant_(conv.weight, 1.0)
     model = nn.Sequential(
-        PerStep(nn.Sequential(conv, nn.BatchNorm2d(2))), SpikingNeuron(lif()), PerStep(nn.MaxPool2d(2)),
+        PerStep(nn.Sequential(conv, nn.BatchNorm2d(2))), SpikesOnly(lif()), PerStep(nn.MaxPool2d(2)),
         nn.Flatten(2), nn.Linear(8, 3),
     )
     x = torch.zeros(T, B, 1, 4, 4)
@@ -97,7 +97,7 @@ def test_conv_net_hand_counts():
 
 def test_dataloader_average_is_the_sample_weighted_mean_of_batches():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), SpikingNeuron(lif()), nn.Linear(8, 2))
+    model = nn.Sequential(nn.Linear(6, 8), SpikesOnly(lif()), nn.Linear(8, 2))
     xs = (torch.rand(7, T, 6) < 0.4).float() * 2           # batch-major samples, as datasets give
     loader = DataLoader(TensorDataset(xs, torch.zeros(7)), batch_size=3)  # batches of 3, 3, 1
     whole = estimate_energy(model, loader)
@@ -126,7 +126,7 @@ def test_bit_budget_snn_against_ann_at_matched_levels():
     with torch.no_grad():
         first.weight.copy_(torch.tensor([[4.0, 4.0], [4.0, 4.0], [-4.0, -4.0], [-4.0, -4.0]]))
         first.bias.zero_()
-    model = nn.Sequential(first, SpikingNeuron(lif()), second)
+    model = nn.Sequential(first, SpikesOnly(lif()), second)
     report = estimate_energy(model, torch.full((3, 1, 2), 0.5), preset="45nm-int8")
     assert report.layers[1].rate_out == 0.5
     assert report.bit_budget_dense == 1824
@@ -161,7 +161,7 @@ class SoftNeuron(nn.Module):
 
 
 def test_relaxed_neurons_report_hard_and_soft_rates():
-    model = nn.Sequential(SpikingNeuron(SoftNeuron()), nn.Linear(2, 3, bias=False))
+    model = nn.Sequential(SpikesOnly(SoftNeuron()), nn.Linear(2, 3, bias=False))
     x = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]])         # soft outputs 0.88 / 0.12
     report = estimate_energy(model, x)
     neuron, layer = report.layers

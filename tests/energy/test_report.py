@@ -7,13 +7,12 @@ from torch import nn
 
 from spikegate.energy import PRESETS, estimate_energy
 from spikegate.energy.plot import plot_accuracy_vs_energy, plot_layers
-from spikegate.models import SpikingNeuron
-from spikegate.neurons import LIF
+from spikegate.neurons import LIF, SpikesOnly
 
 
 def small_report():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 6), SpikingNeuron(LIF(beta=0.9, threshold=0.2, backend="torch")),
+    model = nn.Sequential(nn.Linear(4, 6), SpikesOnly(LIF(beta=0.9, threshold=0.2, backend="torch")),
                           nn.Linear(6, 2), nn.ReLU())
     return estimate_energy(model, torch.rand(5, 3, 4))
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from spikegate.interop import NIRMappingError, from_nir, to_nir
-from spikegate.models import SpikingConvNet, SpikingMLP, SpikingNeuron
-from spikegate.neurons import LIF
+from spikegate.models import SpikingConvNet, SpikingMLP
+from spikegate.neurons import LIF, SpikesOnly
 
 DT = 1e-3
 
@@ -27,7 +27,7 @@ def trained_like_mlp(input_shape=(12,), hidden=(24, 16), learn_beta=False, seed=
         for layer in model.body:
             if isinstance(layer, nn.Linear):
                 layer.weight.mul_(3)
-            if learn_beta and isinstance(layer, SpikingNeuron):  # a different beta per neuron
+            if learn_beta and isinstance(layer, SpikesOnly):  # a different beta per neuron
                 layer.neuron.beta_logit.uniform_(-1, 3)
     return model
 
@@ -35,7 +35,7 @@ def trained_like_mlp(input_shape=(12,), hidden=(24, 16), learn_beta=False, seed=
 def layer_spikes(model: SpikingMLP, x: torch.Tensor) -> list[torch.Tensor]:
     spikes = []
     hooks = [m.register_forward_hook(lambda m, i, out: spikes.append(out))
-             for m in model.body if isinstance(m, SpikingNeuron)]
+             for m in model.body if isinstance(m, SpikesOnly)]
     with torch.no_grad():
         model.body(x)
     for hook in hooks:

@@ -18,8 +18,8 @@ from spikegate.learning.tess import (
     tess_conv2d_grad,
     tess_linear_grad,
 )
-from spikegate.models import PerStep, SpikingConvNet, SpikingMLP, SpikingNeuron, SpikingVGG
-from spikegate.neurons import LIF
+from spikegate.models import PerStep, SpikingConvNet, SpikingMLP, SpikingVGG
+from spikegate.neurons import LIF, SpikesOnly
 from spikegate.neurons.surrogate import Triangle
 
 TH = 0.6
@@ -152,7 +152,7 @@ def local_loss_autograd(model, x, y, pool_sizes):
             module.surrogate = Triangle(gamma=0.3, width=1.0)
     grads, h = {}, x
     layers = list(model.body)
-    spiking = [i for i, layer in enumerate(layers) if isinstance(layer, SpikingNeuron)]
+    spiking = [i for i, layer in enumerate(layers) if isinstance(layer, SpikesOnly)]
     for k, n in enumerate(spiking):
         end = spiking[k + 1] - 1 if k + 1 < len(spiking) else len(layers) - 1  # next synapse or readout
         front = nn.Sequential(*layers[:n - 1]) if k == 0 else nn.Identity()  # e.g. the MLP's Flatten
@@ -317,14 +317,14 @@ class Recurrent(nn.Module):
 
 
 @pytest.mark.parametrize("body, match", [
-    (nn.Sequential(nn.Flatten(2), nn.Linear(4, 3), SpikingNeuron(NEURON()), nn.Dropout(), nn.Linear(3, 2)),
+    (nn.Sequential(nn.Flatten(2), nn.Linear(4, 3), SpikesOnly(NEURON()), nn.Dropout(), nn.Linear(3, 2)),
      r"layer body\.3 \(Dropout\)"),
     (nn.Sequential(nn.Flatten(2), nn.Linear(4, 3), Recurrent(), nn.Linear(3, 2)),
      r"layer body\.2 \(Recurrent\): expected SpikesOnly\(LIF\)"),
-    (nn.Sequential(nn.Flatten(2), nn.Linear(4, 3), SpikingNeuron(NEURON(stateful=True)), nn.Linear(3, 2)),
+    (nn.Sequential(nn.Flatten(2), nn.Linear(4, 3), SpikesOnly(NEURON(stateful=True)), nn.Linear(3, 2)),
      r"layer body\.2 .*stateful"),
-    (nn.Sequential(nn.Flatten(2), nn.Linear(4, 3), SpikingNeuron(NEURON())), r"last layer .* readout, got 2"),
-    (nn.Sequential(PerStep(nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular")), SpikingNeuron(NEURON()),
+    (nn.Sequential(nn.Flatten(2), nn.Linear(4, 3), SpikesOnly(NEURON())), r"last layer .* readout, got 2"),
+    (nn.Sequential(PerStep(nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular")), SpikesOnly(NEURON()),
                    nn.Flatten(2), nn.Linear(8, 2)), r"body\.0 .*circular"),
 ])
 def test_layers_tess_cannot_train_are_named_with_the_reason(body, match):
