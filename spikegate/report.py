@@ -18,7 +18,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from spikegate.atomic import atomic_write
-from spikegate.run_directory import run_digest
+from spikegate.run_directory import mixed_runs
 
 __all__ = ["collect_runs", "columns", "format_table", "plot_sweep", "plot_loss_and_sparsity", "find_failures",
            "group_runs", "format_groups", "format_csv", "format_groups_csv", "plot_learning_curves",
@@ -34,15 +34,10 @@ COLUMNS = ("test_accuracy", "hard_test_accuracy", "val_loss", "val_bpb", "perple
 def _mixed_files(run_dir: Path, metrics: dict) -> Optional[str]:
     """Why ``metrics.json`` and ``config.yaml`` of ``run_dir`` come from different runs, or None
     (runs older than the digest cannot be checked and pass)."""
-    written_by = metrics.get("config_digest")
     config_path = run_dir / "config.yaml"
-    if written_by is None or not config_path.is_file():
+    if metrics.get("config_digest") is None or not config_path.is_file():
         return None
-    described = run_digest(OmegaConf.load(config_path))
-    if written_by == described:
-        return None
-    return (f"{run_dir} mixes two runs: metrics.json was written by run {written_by}, "
-            f"config.yaml describes run {described}")
+    return mixed_runs(run_dir, OmegaConf.load(config_path), metrics["config_digest"], "metrics.json")
 
 
 def collect_runs(root: str | Path, *, mixed: Optional[list[str]] = None) -> list[dict]:

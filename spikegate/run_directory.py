@@ -176,3 +176,17 @@ def run_digest(cfg: DictConfig | Mapping[str, Any]) -> str:
     ``trainer.epochs`` and ``trainer.resume``)."""
     text = json.dumps(_digest_source(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def mixed_runs(run_dir: str | os.PathLike, cfg: DictConfig | Mapping[str, Any], written_by: Optional[str],
+               what: str) -> Optional[str]:
+    """Why the file ``what`` of ``run_dir``, written by the run with digest ``written_by``, and the
+    ``cfg`` of its ``config.yaml`` come from different runs; None when they agree (or the file is
+    older than the digest and cannot be checked)."""
+    if written_by is None:
+        return None
+    described = run_digest(cfg)
+    if written_by == described:
+        return None
+    return (f"{run_dir} mixes two runs: {what} was written by run {written_by}, "
+            f"config.yaml describes run {described}")

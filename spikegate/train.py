@@ -41,7 +41,7 @@ from spikegate.atomic import atomic_write, save_json
 from spikegate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spikegate.energy import preset_from_config
 from spikegate.run_checks import check_run_setup
-from spikegate.run_directory import run_digest
+from spikegate.run_directory import mixed_runs, run_digest
 from spikegate.tasks import ClassificationTask, task_from_config
 from spikegate.tensorboard_log import open_tensorboard
 
@@ -126,7 +126,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", command: str = "evalu
     dev = _device(device)
     data, model, _ = _build(cfg, dev)
     state = load_checkpoint(run_dir, fingerprint=_fingerprint(cfg))
-    _check_same_run(run_dir, cfg, state)
+    _check_same_run(run_dir, cfg, state, command)
     model.load_state_dict(state["model"])
     return cfg, data, model, state, dev
 
@@ -143,15 +143,12 @@ def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, floa
     return scores
 
 
-def _check_same_run(run_dir: Path, cfg: DictConfig, state: dict[str, Any]) -> None:
+def _check_same_run(run_dir: Path, cfg: DictConfig, state: dict[str, Any], command: str) -> None:
     """The checkpoint was written by the run that ``config.yaml`` describes (checkpoints older than
     the digest pass)."""
-    written_by = state.get("config_digest")
-    if written_by is not None and written_by != run_digest(cfg):
-        raise CheckpointError(
-            f"evaluate: {run_dir} mixes two runs: checkpoint.pt was written by run {written_by}, "
-            f"config.yaml describes run {run_digest(cfg)}"
-        )
+    problem = mixed_runs(run_dir, cfg, state.get("config_digest"), "checkpoint.pt")
+    if problem is not None:
+        raise CheckpointError(f"{command}: {problem}")
 
 
 def _resume_path(resume: Any, run_dir: Path) -> Path | None:
