@@ -61,7 +61,8 @@ Kept for backward, per neuron-step (the only ``[T, ...]`` tensor the layer holds
   (a ``u`` rounded to half precision would put neurons just below threshold above it). ``d`` is
   also the surrogate's argument, now accurate relative to its own size where the surrogate is
   steep; ``u = d + threshold`` is recovered for the zero reset's derivative and for ``v[t-1]`` in
-  beta's gradient, to ``|d| * eps``. float16 saturates ``|d|`` at 65504 so that a membrane beyond
+  beta's gradient, to ``|d| * eps`` (after a subtractive reset ``v = d + (threshold -
+  reset_amount)``, which is ``d`` itself for the default amount, the threshold). float16 saturates ``|d|`` at 65504 so that a membrane beyond
   the float16 range gives a finite, approximate gradient instead of ``inf * 0``.
   Spikes and ``v_last`` stay exact; gradients equal the reference's to the input dtype's rounding,
   at the scale of the incoming gradient (where terms cancel, e.g. ``1 - u * sg`` near 0, the
@@ -179,6 +180,7 @@ def _lif_fwd_kernel(
     spikes_ptr, saved_ptr, v_last_ptr,       # out: [T, M], [T, M] (SAVE), [M]
     flags_ptr,                               # out: [programs] int32, 1 where x held NaN/Inf
     T, M_div, XS_div, beta, threshold,       # x[t] starts XS = XS_div * VEC elements after x[t-1]
+    reset_amount,                            # what the subtractive reset takes away
     VEC: tl.constexpr, HAS_V0: tl.constexpr, BETA_MODE: tl.constexpr,
     SAVE: tl.constexpr, SAVE_SHIFTED: tl.constexpr, SAVE_MAX: tl.constexpr,
     RESET: tl.constexpr, CHECK_FINITE: tl.constexpr, NATIVE_ROUND: tl.constexpr,
@@ -223,8 +225,8 @@ def _lif_fwd_kernel(
                 tl.store(k_ptrs, u, mask=mask)
         if RESET == 0:  # zero
             v = tl.where(fired, 0.0, u)
-        elif RESET == 1:  # subtract
-            v = tl.where(fired, u - threshold, u)
+        elif RESET == 1:  # subtract: one rounding, u - reset_amount, as the reference's
+            v = tl.where(fired, u - reset_amount, u)
         else:  # none
             v = u
         s_ptrs += M
@@ -238,7 +240,7 @@ def _lif_fwd_kernel(
 def _lif_bwd_kernel(
     saved_ptr, grad_spikes_ptr, grad_v_last_ptr, v0_ptr, beta_ptr,   # in
     grad_x_ptr, grad_v0_ptr, grad_beta_ptr,   # out: [T, M], [M], [M] (BETA_MODE 2) or [programs]
-    T, M_div, GS_div, beta, threshold, c0, c1,   # grad_spikes[t] starts GS = GS_div * VEC after
+    T, M_div, GS_div, beta, threshold, reset_amount, c0, c1,   # grad_spikes[t]: GS_div * VEC on
     VEC: tl.constexpr,
     HAS_GRAD_SPIKES: tl.constexpr, GRAD_SPIKES_SCALAR: tl.constexpr,
     HAS_GRAD_V_LAST: tl.constexpr, HAS_V0: tl.constexpr, BETA_MODE: tl.constexpr,
@@ -251,6 +253,10 @@ def _lif_bwd_kernel(
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
     b = _decay(beta_ptr, offs, mask, beta, BETA_MODE)
+    # v = u - reset_amount after a spike, formed as d + (threshold - reset_amount) from the kept
+    # d = u - threshold of half inputs: exactly d for the default amount (the threshold), and no
+    # worse than d itself otherwise (u = d + threshold would add a rounding at |u|'s scale)
+    reset_shift = threshold - reset_amount
     if HAS_GRAD_V_LAST:
         gv = tl.load(grad_v_last_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # dL/dv[t]
     else:
@@ -299,12 +305,15 @@ def _lif_bwd_kernel(
                 gu = gu + gv * keep
             else:
                 gu = gu + gv * (keep - u * sg)
-        elif RESET == 1:  # subtract: v = u - threshold * s
-            v = tl.where(fired, d, u)
+        elif RESET == 1:  # subtract: v = u - reset_amount * s
+            if SAVE_SHIFTED:
+                v = tl.where(fired, d + reset_shift, u)
+            else:  # u is the forward's own: the forward's rounding of u - reset_amount
+                v = tl.where(fired, u - reset_amount, u)
             if DETACH_RESET:
                 gu = gu + gv
             else:
-                gu = gu + gv * (1.0 - threshold * sg)
+                gu = gu + gv * (1.0 - reset_amount * sg)
         else:  # none: v = u
             v = u
             gu = gu + gv
@@ -516,8 +525,8 @@ def _nothing(like: torch.Tensor) -> torch.Tensor:
 
 def _kernel_forward(
     x: torch.Tensor, v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float,
-    threshold: float, reset: str, surrogate: str, surrogate_params: list[float],
-    detach_reset: bool, save: bool, check_finite: bool,
+    threshold: float, reset: str, reset_amount: float, surrogate: str,
+    surrogate_params: list[float], detach_reset: bool, save: bool, check_finite: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward launch: ``(spikes, v_last, kept or [0], nonfinite)`` (see the module
     docstring for ``kept``); ``nonfinite`` folds the NaN/Inf check of x into the same pass."""
@@ -546,7 +555,7 @@ def _kernel_forward(
         with _on_device(x.device):
             _lif_fwd_kernel[(programs,)](
                 x, _or(v0_f32, x), _or(beta_f32, x), spikes, _or(kept, spikes), v_last, flags,
-                T, m // vec, x_step // vec, beta_scalar, threshold,
+                T, m // vec, x_step // vec, beta_scalar, threshold, reset_amount,
                 VEC=vec, HAS_V0=v0_f32 is not None, BETA_MODE=beta_mode,
                 SAVE=save, SAVE_SHIFTED=x.dtype != torch.float32,
                 SAVE_MAX=_FLOAT16_MAX if x.dtype == torch.float16 else 0.0,
@@ -556,8 +565,8 @@ def _kernel_forward(
     return spikes, v_last, _or(kept, _nothing(x)), flags.any()
 
 
-def _fake_forward(x, v0, beta, beta_value, threshold, reset, surrogate, surrogate_params,
-                  detach_reset, save, check_finite):
+def _fake_forward(x, v0, beta, beta_value, threshold, reset, reset_amount, surrogate,
+                  surrogate_params, detach_reset, save, check_finite):
     kept = x.new_empty(x.shape) if save else _nothing(x)
     return (x.new_empty(x.shape), x.new_empty(x.shape[1:]), kept,
             x.new_empty((), dtype=torch.bool))
@@ -566,8 +575,8 @@ def _fake_forward(x, v0, beta, beta_value, threshold, reset, surrogate, surrogat
 def _kernel_backward(
     kept: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
     v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float, threshold: float,
-    reset: str, surrogate: str, surrogate_params: list[float], detach_reset: bool,
-    need_x: bool, need_v0: bool, need_beta: bool, x_dtype: torch.dtype,
+    reset: str, reset_amount: float, surrogate: str, surrogate_params: list[float],
+    detach_reset: bool, need_x: bool, need_v0: bool, need_beta: bool, x_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One backward launch from the kept value: ``(grad_x, grad_v0, grad_beta)``, ``[0]`` for
     those not needed. Gradients that do not arrive (None) are not read."""
@@ -607,7 +616,7 @@ def _kernel_backward(
                 kept, _or(grad_spikes, kept), _or(grad_v_last, kept),
                 _or(v0_f32, kept), _or(beta_f32, kept),
                 _or(grad_x, kept), _or(grad_v0, kept), _or(grad_beta, kept),
-                T, m // vec, gs_step // vec, beta_scalar, threshold, c0, c1,
+                T, m // vec, gs_step // vec, beta_scalar, threshold, reset_amount, c0, c1,
                 VEC=vec, HAS_GRAD_SPIKES=grad_spikes is not None, GRAD_SPIKES_SCALAR=scalar_gs,
                 HAS_GRAD_V_LAST=grad_v_last is not None,
                 HAS_V0=v0_f32 is not None, BETA_MODE=beta_mode,
@@ -643,6 +652,7 @@ def lif_triton(
     reset: str,
     surrogate: Surrogate,
     detach_reset: bool,
+    reset_amount: Optional[float] = None,
     check_finite: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """LIF on the Triton kernels (the ``spikegate::lif_forward`` op and its backward); arguments
@@ -653,6 +663,7 @@ def lif_triton(
         v0: ``[B, ...]`` initial membrane or None (zeros).
         beta: python float, or tensor broadcastable to ``[B, ...]`` (0-dim, per neuron, full).
         threshold, reset, surrogate, detach_reset: as in ``lif_sequence``.
+        reset_amount: what ``reset="subtract"`` takes away; None for the threshold.
         check_finite: raise the ``lif_sequence`` error for NaN or Inf in x, from a flag the
             forward launch sets (no extra pass over x; reading the flag waits for the launch).
 
@@ -665,9 +676,10 @@ def lif_triton(
     save = torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in (x, v0, beta)
     )
+    amount = threshold if reset_amount is None else reset_amount
     spikes, v_last, _, nonfinite = lif_kernels(
         x, v0, tensor_beta, 1.0 if tensor_beta is not None else float(beta), threshold, reset,
-        *surrogate_args(surrogate), detach_reset, save, check_finite,
+        amount, *surrogate_args(surrogate), detach_reset, save, check_finite,
     )
     if check_finite and bool(nonfinite):
         raise nonfinite_error("x")
@@ -698,6 +710,7 @@ def aot_cases() -> list:
                 "x_ptr": f"*{tt}", "v0_ptr": "*fp32", "beta_ptr": "*fp32", "spikes_ptr": f"*{tt}",
                 "saved_ptr": f"*{tt}", "v_last_ptr": f"*{tt}", "flags_ptr": "*i32",
                 "T": "i32", "M_div": "i32", "XS_div": "i32", "beta": "fp32", "threshold": "fp32",
+                "reset_amount": "fp32",
             }
             fwd_const = dict(VEC=vec, HAS_V0=True, BETA_MODE=2, SAVE=True, SAVE_SHIFTED=half,
                              SAVE_MAX=_FLOAT16_MAX if dtype == "float16" else 0.0, RESET=0,
@@ -706,7 +719,8 @@ def aot_cases() -> list:
                 "saved_ptr": f"*{tt}", "grad_spikes_ptr": f"*{tt}", "grad_v_last_ptr": f"*{tt}",
                 "v0_ptr": "*fp32", "beta_ptr": "*fp32", "grad_x_ptr": f"*{tt}",
                 "grad_v0_ptr": "*fp32", "grad_beta_ptr": "*fp32", "T": "i32", "M_div": "i32",
-                "GS_div": "i32", "beta": "fp32", "threshold": "fp32", "c0": "fp32", "c1": "fp32",
+                "GS_div": "i32", "beta": "fp32", "threshold": "fp32", "reset_amount": "fp32",
+                "c0": "fp32", "c1": "fp32",
             }
             bwd_const = dict(VEC=vec, HAS_GRAD_SPIKES=True, GRAD_SPIKES_SCALAR=False,
                              HAS_GRAD_V_LAST=True, HAS_V0=True, BETA_MODE=2, NEED_GRAD_X=True,
