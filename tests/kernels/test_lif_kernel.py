@@ -9,6 +9,7 @@ spike, and comparisons first check that the case is not trivial (some spikes, so
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -641,6 +642,104 @@ def test_a_single_decay_is_not_materialized_per_neuron():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
         lif_sequence(x, beta=beta, backend="triton")
     assert sorted(t.numel() for t in kept) == [1, x.numel()]
+
+
+# A decay broadcast along one run of the step's dims (BETA_MODE 3) over a [B, C, H, W] =
+# [2, 3, 5, 7] step: the decay's shape, the mode _decay_inputs picks, and (mode 3) its
+# (inner, size).
+BROADCAST_DECAYS = [
+    ((7,), 3, (1, 7)),              # per neuron along the last dim
+    ((3, 1, 1), 3, (35, 3)),        # per channel
+    ((1, 3, 1, 1), 3, (35, 3)),     # per channel, with the batch dim
+    ((5, 7), 3, (1, 35)),           # per position, shared by channels
+    ((3, 5, 7), 3, (1, 105)),       # per neuron of a sample, the usual learnable beta
+    ((2, 1, 1, 1), 3, (105, 2)),    # per sample
+    ((3, 1, 7), 2, None),           # channel and column with H between: not one run, expanded
+    ((2, 3, 5, 7), 2, None),        # the full step shape
+]
+
+
+@pytest.mark.parametrize("shape, mode, run", BROADCAST_DECAYS, ids=str)
+def test_the_decay_mode_follows_the_broadcast(shape, mode, run):
+    from spikegate.kernels.lif import _decay_inputs
+
+    step = torch.Size((2, 3, 5, 7))
+    decay = _decay_inputs(torch.full(shape, 0.5), 1.0, step, 1)
+    assert decay.mode == mode
+    if mode == 3:
+        assert (decay.inner, decay.size) == run
+        assert decay.tensor.shape == (math.prod(shape),)  # its own values, not one per neuron
+    else:
+        assert decay.tensor.shape == step
+    assert _decay_inputs(None, 0.8, step, 1).mode == 0
+    assert _decay_inputs(torch.full((1, 1), 0.5), 1.0, step, 1).mode == 1
+
+
+def test_a_broadcast_decay_is_expanded_under_deterministic_algorithms():
+    """Mode 3's atomic adds sum in no fixed order; deterministic algorithms get mode 2."""
+    from spikegate.kernels.lif import _decay_inputs
+
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        assert _decay_inputs(torch.full((3, 1, 1), 0.5), 1.0, torch.Size((2, 3, 5, 7)), 1).mode == 2
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
+def _broadcast_decay(shape, seed=21):
+    g = torch.Generator().manual_seed(seed)
+    return (0.5 + 0.5 * torch.rand(shape, generator=g, dtype=torch.float64)).float().to(DEVICE)
+
+
+@pytest.mark.parametrize("shape", [s for s, _, _ in BROADCAST_DECAYS], ids=str)
+@pytest.mark.parametrize("block", [None, 16])
+def test_broadcast_decays_match_reference(shape, block, monkeypatch):
+    """Values and gradients for every decay shape. ``block=16`` runs 14 programs of 16 neurons:
+    a decay value's run of neurons then spans programs and starts mid-block (runs of 35 and
+    105: the per-block sums with two atomics), or repeats within a block (runs of 1: one
+    atomic per neuron, several on one address)."""
+    import spikegate.kernels.lif as kernels
+
+    if block is not None:
+        monkeypatch.setattr(kernels, "_launch_config", lambda m, device: (block, 1))
+    x = lif_input((4, 2, 3, 5, 7), seed=22)
+    v0 = lif_input((2, 3, 5, 7), seed=23, mean=0.2)
+    got = check_against_reference(x, v0, _broadcast_decay(shape), threshold=1.0, reset="subtract",
+                                  reset_amount=0.8, surrogate="atan", detach_reset=False)
+    assert got[2]["beta"].shape == shape
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("shape", [(3, 1, 1), (3, 5, 7)], ids=str)
+def test_broadcast_decays_with_half_inputs(dtype, shape):
+    x = lif_input((4, 2, 3, 5, 7), dtype, seed=24)
+    check_against_reference(x, None, _broadcast_decay(shape), threshold=1.0, reset="zero",
+                            surrogate="sigmoid", detach_reset=False)
+
+
+def test_a_broadcast_decay_is_not_expanded_per_neuron(monkeypatch):
+    """Mode 3 hands the kernels the decay's own values: no per-neuron buffer is made for it in
+    the forward or the backward (without v0, the only other per-neuron input)."""
+    import spikegate.kernels.lif as kernels
+
+    made = []
+    per_neuron = kernels._per_neuron
+
+    def spy(t, vec):
+        made.append(None if t is None else tuple(t.shape))
+        return per_neuron(t, vec)
+
+    monkeypatch.setattr(kernels, "_per_neuron", spy)
+    x = lif_input((3, 2, 3, 5, 7)).requires_grad_()
+    beta = _broadcast_decay((3, 1, 1)).requires_grad_()
+    spikes, v_last = lif_sequence(x, beta=beta, backend="triton")
+    (spikes.sum() + v_last.sum()).backward()
+    assert beta.grad.shape == (3, 1, 1) and beta.grad.abs().sum() > 0
+    assert made == [None, None]  # v0 in each direction
+    made.clear()
+    lif_sequence(x, beta=_broadcast_decay((3, 1, 7)), backend="triton")  # not one run
+    assert made == [None, (2, 3, 5, 7)]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

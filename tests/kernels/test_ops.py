@@ -39,8 +39,8 @@ def test_opcheck_reference_forward(with_state):
     x, v0, beta = _inputs()
     x.requires_grad_()
     args = (_forward_args(x, v0.requires_grad_(), beta.requires_grad_()) if with_state
-            else (x, None, None, 0.8, 1.0, "subtract", 0.75, *surrogate_args(Triangle()), True, True,
-                  False))
+            else (x, None, None, 0.8, 1.0, "subtract", 0.75, *surrogate_args(Triangle()), True,
+                  True, False))
     torch.library.opcheck(lif_reference_forward, args)
 
 
