@@ -96,7 +96,8 @@ def lif_membrane(neuron: LIF, x: torch.Tensor, v0: Optional[torch.Tensor] = None
         for t in range(x.shape[0]):
             step = x[t:t + 1]
             _, u[t] = lif_sequence(step, v, reset="none", **options)
-            s, v = lif_sequence(step, v, reset=neuron.reset, **options)
+            s, v = lif_sequence(step, v, reset=neuron.reset, reset_amount=neuron.reset_amount,
+                                **options)
             spikes[t] = s[0]
     return u, spikes
 

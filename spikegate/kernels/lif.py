@@ -42,10 +42,20 @@ Validation inside the launch. With ``check_finite`` the forward sets one flag pe
 the ``x`` it streams holds a NaN or Inf (``x - x != 0``); the launcher raises the same error as
 the torch path's check, without the extra pass over ``x`` that check makes.
 
-Decay. A python float is a kernel argument; a one-element tensor is read once from memory (not
-broadcast to a per-neuron tensor) and its gradient is reduced in the backward kernel, one partial
-sum per program, then summed over programs; any other tensor is broadcast to one float32 value per
-neuron, its gradient kept per neuron and summed to the decay's shape.
+Decay (``BETA_MODE``). A python float is a kernel argument (mode 0). A one-element tensor is
+read once from memory (mode 1, not broadcast to a per-neuron tensor) and its gradient is reduced
+in the backward kernel, one partial sum per program, then summed over programs. A tensor whose
+broadcast to the step varies along one contiguous run of its dims, the usual learnable decay
+(per neuron ``[C, H, W]`` or ``[N]`` shared over the batch, per channel ``[C, 1, 1]``), is read
+as its own ``P`` values (mode 3): neuron ``i`` reads ``beta[(i // INNER) % P]``, ``INNER`` the
+product of the step dims after the run, so nothing of the step's size is made for it; the
+backward adds each program's per-neuron terms into a zeroed float32 ``[P]`` gradient with atomic
+adds (a run of at least a block, as a channel of a feature map, is summed in registers first:
+at most two atomics per program), with no second reduction op. Those adds sum in no fixed order,
+so under ``torch.use_deterministic_algorithms(True)`` such a decay takes mode 2 instead. Mode 2:
+a decay of the full step shape, or one broadcast otherwise (``[C, 1, W]`` over ``[B, C, H, W]``),
+is expanded to one float32 value per neuron, its gradient kept per neuron and summed to the
+decay's shape afterwards.
 
 bfloat16 stores. Compiled kernels convert natively (round to nearest even); the interpreter,
 which truncates, rounds through integer ops, with NaN replaced by the canonical quiet NaN first
@@ -61,8 +71,10 @@ Kept for backward, per neuron-step (the only ``[T, ...]`` tensor the layer holds
   (a ``u`` rounded to half precision would put neurons just below threshold above it). ``d`` is
   also the surrogate's argument, now accurate relative to its own size where the surrogate is
   steep; ``u = d + threshold`` is recovered for the zero reset's derivative and for ``v[t-1]`` in
-  beta's gradient, to ``|d| * eps``. float16 saturates ``|d|`` at 65504 so that a membrane beyond
-  the float16 range gives a finite, approximate gradient instead of ``inf * 0``.
+  beta's gradient, to ``|d| * eps`` (after a subtractive reset ``v = d + (threshold -
+  reset_amount)``, which is ``d`` itself for the default amount, the threshold). float16
+  saturates ``|d|`` at 65504 so that a membrane beyond the float16 range gives a finite,
+  approximate gradient instead of ``inf * 0``.
   Spikes and ``v_last`` stay exact; gradients equal the reference's to the input dtype's rounding,
   at the scale of the incoming gradient (where terms cancel, e.g. ``1 - u * sg`` near 0, the
   relative error of the result can be larger). Keeping float32 ``u`` instead (the
@@ -83,8 +95,10 @@ which :func:`lif_bytes_per_neuron_step` returns for roofline fractions:
 Per-neuron traffic, once per launch rather than per step, is left out of these figures: ``v0``,
 ``beta`` and ``v_last`` add at most ``12 / T`` bytes per neuron-step to the forward;
 ``grad_v_last``, ``v0``, ``beta``, ``grad_v0`` and ``grad_beta`` at most ``20 / T`` to the
-backward. :func:`lif_min_bytes_per_neuron_step` gives the least any implementation of the same
-call must move (``5b``), the other yardstick of the benchmark's roofline.
+backward (a mode-3 decay moves only its ``P`` values, mostly through the cache, where mode 2
+writes and reads an ``[M]`` float32 copy of it and an ``[M]`` gradient for ``sum_to_size``).
+:func:`lif_min_bytes_per_neuron_step` gives the least any implementation of the same call must
+move (``5b``), the other yardstick of the benchmark's roofline.
 """
 
 from __future__ import annotations
@@ -92,7 +106,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 import triton
@@ -161,11 +175,14 @@ def _round_to(x, DTYPE: tl.constexpr, NATIVE: tl.constexpr):
 
 
 @triton.jit
-def _decay(beta_ptr, offs, mask, beta, BETA_MODE: tl.constexpr):
+def _decay(beta_ptr, offs, mask, beta, beta_inner, beta_size, BETA_MODE: tl.constexpr):
     """The decay as the kernels read it: a python float (0), one value in memory (1), one value
-    per neuron (2)."""
+    per neuron (2), or ``P = beta_size`` values broadcast over the step (3): neuron ``offs`` reads
+    ``beta[(offs // beta_inner) % P]``, ``beta_inner`` the neurons per decay value in a row."""
     if BETA_MODE == 2:
         b = tl.load(beta_ptr + offs, mask=mask, other=1.0)
+    elif BETA_MODE == 3:
+        b = tl.load(beta_ptr + (offs // beta_inner) % beta_size, mask=mask, other=1.0)
     elif BETA_MODE == 1:
         b = tl.load(beta_ptr)
     else:
@@ -173,12 +190,37 @@ def _decay(beta_ptr, offs, mask, beta, BETA_MODE: tl.constexpr):
     return b
 
 
+@triton.jit
+def _add_broadcast_decay_grad(grad_beta_ptr, gbeta, offs, mask, M, beta_inner, beta_size,
+                              BLOCK: tl.constexpr):
+    """Adds this program's per-neuron ``gbeta`` into the ``[P]`` gradient of a broadcast decay
+    (mode 3), zeroed by the launcher. When a run of neurons sharing a value is at least a block
+    long (a per-channel decay over a feature map), the block meets at most two runs: each is
+    summed in registers and added with one atomic, instead of ``BLOCK`` atomics on one address.
+    Otherwise every neuron adds its own term (masked lanes are left out)."""
+    if beta_inner >= BLOCK:
+        start = tl.program_id(0) * BLOCK
+        first = start // beta_inner
+        head = offs // beta_inner == first
+        tl.atomic_add(grad_beta_ptr + first % beta_size,
+                      tl.sum(tl.where(head, gbeta, 0.0), axis=0), sem="relaxed")
+        last = tl.minimum(start + BLOCK, M) - 1
+        tl.atomic_add(grad_beta_ptr + (first + 1) % beta_size,
+                      tl.sum(tl.where(head, 0.0, gbeta), axis=0),
+                      mask=last // beta_inner != first, sem="relaxed")
+    else:
+        tl.atomic_add(grad_beta_ptr + (offs // beta_inner) % beta_size, gbeta, mask=mask,
+                      sem="relaxed")
+
+
 @triton.jit(do_not_specialize=["T", "M_div", "XS_div"])
 def _lif_fwd_kernel(
-    x_ptr, v0_ptr, beta_ptr,                 # in: [T, M], [M] (HAS_V0), [M] or [1] (BETA_MODE)
+    x_ptr, v0_ptr, beta_ptr,                 # in: [T, M], [M] (HAS_V0), [M] / [1] / [P] (BETA_MODE)
     spikes_ptr, saved_ptr, v_last_ptr,       # out: [T, M], [T, M] (SAVE), [M]
     flags_ptr,                               # out: [programs] int32, 1 where x held NaN/Inf
     T, M_div, XS_div, beta, threshold,       # x[t] starts XS = XS_div * VEC elements after x[t-1]
+    reset_amount,                            # what the subtractive reset takes away
+    beta_inner, beta_size,                   # BETA_MODE 3: beta[(offs // beta_inner) % beta_size]
     VEC: tl.constexpr, HAS_V0: tl.constexpr, BETA_MODE: tl.constexpr,
     SAVE: tl.constexpr, SAVE_SHIFTED: tl.constexpr, SAVE_MAX: tl.constexpr,
     RESET: tl.constexpr, CHECK_FINITE: tl.constexpr, NATIVE_ROUND: tl.constexpr,
@@ -195,7 +237,7 @@ def _lif_fwd_kernel(
         v = tl.load(v0_ptr + offs, mask=mask, other=0.0)
     else:
         v = tl.zeros([BLOCK], dtype=tl.float32)
-    b = _decay(beta_ptr, offs, mask, beta, BETA_MODE)
+    b = _decay(beta_ptr, offs, mask, beta, beta_inner, beta_size, BETA_MODE)
     bad = tl.zeros([BLOCK], dtype=tl.int32)
     x_ptrs = x_ptr + offs
     s_ptrs = spikes_ptr + offs
@@ -223,8 +265,8 @@ def _lif_fwd_kernel(
                 tl.store(k_ptrs, u, mask=mask)
         if RESET == 0:  # zero
             v = tl.where(fired, 0.0, u)
-        elif RESET == 1:  # subtract
-            v = tl.where(fired, u - threshold, u)
+        elif RESET == 1:  # subtract: one rounding, u - reset_amount, as the reference's
+            v = tl.where(fired, u - reset_amount, u)
         else:  # none
             v = u
         s_ptrs += M
@@ -237,8 +279,9 @@ def _lif_fwd_kernel(
 @triton.jit(do_not_specialize=["T", "M_div", "GS_div"])
 def _lif_bwd_kernel(
     saved_ptr, grad_spikes_ptr, grad_v_last_ptr, v0_ptr, beta_ptr,   # in
-    grad_x_ptr, grad_v0_ptr, grad_beta_ptr,   # out: [T, M], [M], [M] (BETA_MODE 2) or [programs]
-    T, M_div, GS_div, beta, threshold, c0, c1,   # grad_spikes[t] starts GS = GS_div * VEC after
+    grad_x_ptr, grad_v0_ptr, grad_beta_ptr,   # out: [T, M], [M], [M] / [P] / [programs] (BETA_MODE)
+    T, M_div, GS_div, beta, threshold, reset_amount, c0, c1,   # grad_spikes[t]: GS_div * VEC on
+    beta_inner, beta_size,
     VEC: tl.constexpr,
     HAS_GRAD_SPIKES: tl.constexpr, GRAD_SPIKES_SCALAR: tl.constexpr,
     HAS_GRAD_V_LAST: tl.constexpr, HAS_V0: tl.constexpr, BETA_MODE: tl.constexpr,
@@ -250,7 +293,11 @@ def _lif_bwd_kernel(
     GS = GS_div * VEC
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
-    b = _decay(beta_ptr, offs, mask, beta, BETA_MODE)
+    b = _decay(beta_ptr, offs, mask, beta, beta_inner, beta_size, BETA_MODE)
+    # v = u - reset_amount after a spike, formed as d + (threshold - reset_amount) from the kept
+    # d = u - threshold of half inputs: exactly d for the default amount (the threshold), and no
+    # worse than d itself otherwise (u = d + threshold would add a rounding at |u|'s scale)
+    reset_shift = threshold - reset_amount
     if HAS_GRAD_V_LAST:
         gv = tl.load(grad_v_last_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # dL/dv[t]
     else:
@@ -299,12 +346,15 @@ def _lif_bwd_kernel(
                 gu = gu + gv * keep
             else:
                 gu = gu + gv * (keep - u * sg)
-        elif RESET == 1:  # subtract: v = u - threshold * s
-            v = tl.where(fired, d, u)
+        elif RESET == 1:  # subtract: v = u - reset_amount * s
+            if SAVE_SHIFTED:
+                v = tl.where(fired, d + reset_shift, u)
+            else:  # u is the forward's own: the forward's rounding of u - reset_amount
+                v = tl.where(fired, u - reset_amount, u)
             if DETACH_RESET:
                 gu = gu + gv
             else:
-                gu = gu + gv * (1.0 - threshold * sg)
+                gu = gu + gv * (1.0 - reset_amount * sg)
         else:  # none: v = u
             v = u
             gu = gu + gv
@@ -322,6 +372,9 @@ def _lif_bwd_kernel(
             gbeta += gu_next * tl.load(v0_ptr + offs, mask=mask, other=0.0)
         if BETA_MODE == 2:
             tl.store(grad_beta_ptr + offs, gbeta, mask=mask)
+        elif BETA_MODE == 3:
+            _add_broadcast_decay_grad(grad_beta_ptr, gbeta, offs, mask, M, beta_inner, beta_size,
+                                      BLOCK)
         else:  # one decay for all neurons: this program's partial sum (masked lanes hold 0)
             tl.store(grad_beta_ptr + tl.program_id(0), tl.sum(gbeta, axis=0))
     if NEED_GRAD_V0:
@@ -488,16 +541,55 @@ def _on_device(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _decay_inputs(beta: Optional[torch.Tensor], beta_value: float, step_shape, vec: int) -> tuple:
-    """``(beta tensor or None, BETA_MODE, python float)`` as the kernels read the decay: a
-    python float (mode 0), one float32 value (mode 1: 0-dim or single-element tensors; nothing
-    is materialized per neuron), or one float32 value per neuron (mode 2, broadcast to the step
-    shape)."""
+class _DecayInputs(NamedTuple):
+    """The decay as the kernels take it: ``tensor`` (float32, or None for mode 0), ``mode`` (the
+    kernels' ``BETA_MODE``), ``value`` (the python float of mode 0), and for mode 3 ``inner`` and
+    ``size`` (neuron ``i`` reads ``tensor[(i // inner) % size]``)."""
+
+    tensor: Optional[torch.Tensor]
+    mode: int
+    value: float = 1.0
+    inner: int = 1
+    size: int = 1
+
+
+def _broadcast_run(shape, step_shape) -> Optional[tuple[int, int]]:
+    """``(inner, size)`` when a decay of ``shape``, broadcast to ``step_shape``, varies along one
+    contiguous run of step dims and is broadcast over all others (``[N]``, ``[C, 1, 1]``,
+    ``[1, C, 1, 1]``, ``[H, W]`` over ``[B, C, H, W]``): ``inner`` is the product of the step dims
+    after the run, ``size`` that of the run (the decay's numel). None when a broadcast dim lies
+    inside the run (``[C, 1, W]`` over ``[B, C, H, W]`` with ``H > 1``)."""
+    shape = (1,) * (len(step_shape) - len(shape)) + tuple(shape)
+    own = [d for d, n in enumerate(shape) if n != 1]
+    if not own:
+        return None
+    lo, hi = own[0], own[-1] + 1
+    if any(shape[d] != step_shape[d] for d in range(lo, hi)):
+        return None
+    return math.prod(step_shape[hi:]), math.prod(shape[lo:hi])
+
+
+def _decay_inputs(beta: Optional[torch.Tensor], beta_value: float, step_shape,
+                  vec: int) -> _DecayInputs:
+    """The decay as the kernels read it: a python float (mode 0); one float32 value (mode 1:
+    0-dim or single-element tensors); a decay broadcast along one run of the step's dims (mode 3,
+    see :func:`_broadcast_run`: its own values only, gradient reduced in the kernel); otherwise
+    one float32 value per neuron (mode 2: a decay of the full step shape, or one broadcast in a
+    way mode 3 cannot index, expanded to the step shape, its gradient summed to the decay's shape
+    afterwards). Mode 3's atomic adds sum in no fixed order, so under
+    ``torch.use_deterministic_algorithms(True)`` mode 2 serves instead."""
     if beta is None:
-        return None, 0, float(beta_value)
+        return _DecayInputs(None, 0, float(beta_value))
     if beta.numel() == 1:
-        return beta.detach().to(torch.float32).reshape(1), 1, 1.0
-    return _per_neuron(beta.detach().expand(step_shape), vec), 2, 1.0
+        return _DecayInputs(beta.detach().to(torch.float32).reshape(1), 1)
+    run = None
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    if 0 < beta.numel() < math.prod(step_shape) and not deterministic:
+        run = _broadcast_run(beta.shape, step_shape)
+    if run is not None:
+        flat = beta.detach().to(torch.float32).reshape(-1).contiguous()
+        return _DecayInputs(flat, 3, 1.0, *run)
+    return _DecayInputs(_per_neuron(beta.detach().expand(step_shape), vec), 2)
 
 
 def _or(tensor, placeholder):
@@ -516,8 +608,8 @@ def _nothing(like: torch.Tensor) -> torch.Tensor:
 
 def _kernel_forward(
     x: torch.Tensor, v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float,
-    threshold: float, reset: str, surrogate: str, surrogate_params: list[float],
-    detach_reset: bool, save: bool, check_finite: bool,
+    threshold: float, reset: str, reset_amount: float, surrogate: str,
+    surrogate_params: list[float], detach_reset: bool, save: bool, check_finite: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward launch: ``(spikes, v_last, kept or [0], nonfinite)`` (see the module
     docstring for ``kept``); ``nonfinite`` folds the NaN/Inf check of x into the same pass."""
@@ -535,7 +627,7 @@ def _kernel_forward(
         )
     vec = _vector_width(m, x, steps=(x_step,))
     v0_f32 = _per_neuron(v0, vec)
-    beta_f32, beta_mode, beta_scalar = _decay_inputs(beta, beta_value, step_shape, vec)
+    decay = _decay_inputs(beta, beta_value, step_shape, vec)
     spikes = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     v_last = _per_neuron_empty(step_shape, x.dtype, x.device, vec)
     kept = torch.empty(x.shape, dtype=x.dtype, device=x.device) if save else None
@@ -545,9 +637,10 @@ def _kernel_forward(
     if m > 0:
         with _on_device(x.device):
             _lif_fwd_kernel[(programs,)](
-                x, _or(v0_f32, x), _or(beta_f32, x), spikes, _or(kept, spikes), v_last, flags,
-                T, m // vec, x_step // vec, beta_scalar, threshold,
-                VEC=vec, HAS_V0=v0_f32 is not None, BETA_MODE=beta_mode,
+                x, _or(v0_f32, x), _or(decay.tensor, x), spikes, _or(kept, spikes), v_last, flags,
+                T, m // vec, x_step // vec, decay.value, threshold, reset_amount,
+                decay.inner, decay.size,
+                VEC=vec, HAS_V0=v0_f32 is not None, BETA_MODE=decay.mode,
                 SAVE=save, SAVE_SHIFTED=x.dtype != torch.float32,
                 SAVE_MAX=_FLOAT16_MAX if x.dtype == torch.float16 else 0.0,
                 RESET=_RESET_IDS[reset], CHECK_FINITE=check_finite, NATIVE_ROUND=_native_round(),
@@ -556,8 +649,8 @@ def _kernel_forward(
     return spikes, v_last, _or(kept, _nothing(x)), flags.any()
 
 
-def _fake_forward(x, v0, beta, beta_value, threshold, reset, surrogate, surrogate_params,
-                  detach_reset, save, check_finite):
+def _fake_forward(x, v0, beta, beta_value, threshold, reset, reset_amount, surrogate,
+                  surrogate_params, detach_reset, save, check_finite):
     kept = x.new_empty(x.shape) if save else _nothing(x)
     return (x.new_empty(x.shape), x.new_empty(x.shape[1:]), kept,
             x.new_empty((), dtype=torch.bool))
@@ -566,8 +659,8 @@ def _fake_forward(x, v0, beta, beta_value, threshold, reset, surrogate, surrogat
 def _kernel_backward(
     kept: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
     v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float, threshold: float,
-    reset: str, surrogate: str, surrogate_params: list[float], detach_reset: bool,
-    need_x: bool, need_v0: bool, need_beta: bool, x_dtype: torch.dtype,
+    reset: str, reset_amount: float, surrogate: str, surrogate_params: list[float],
+    detach_reset: bool, need_x: bool, need_v0: bool, need_beta: bool, x_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One backward launch from the kept value: ``(grad_x, grad_v0, grad_beta)``, ``[0]`` for
     those not needed. Gradients that do not arrive (None) are not read."""
@@ -583,15 +676,18 @@ def _kernel_backward(
             grad_spikes, gs_step = grad_spikes.contiguous(), m
     vec = _vector_width(m, kept, None if scalar_gs else grad_spikes, steps=(gs_step,))
     v0_f32 = _per_neuron(v0, vec)
-    beta_f32, beta_mode, beta_scalar = _decay_inputs(beta, beta_value, step_shape, vec)
+    decay = _decay_inputs(beta, beta_value, step_shape, vec)
     block, num_warps = _launch_config(m, device)
     programs = triton.cdiv(m, block)
     grad_x = torch.empty(kept.shape, dtype=x_dtype, device=device) if need_x else None
     grad_v0 = _per_neuron_empty(step_shape, torch.float32, device, vec) if need_v0 else None
-    # per neuron, or one partial sum per program when a single decay serves all neurons
+    # per neuron (mode 2), the decay's own values added up by the kernel (3), or one partial sum
+    # per program when a single decay serves all neurons (1)
     grad_beta = None
-    if need_beta and beta_mode == 2:
+    if need_beta and decay.mode == 2:
         grad_beta = _per_neuron_empty(step_shape, torch.float32, device, vec)
+    elif need_beta and decay.mode == 3:
+        grad_beta = torch.zeros(decay.size, dtype=torch.float32, device=device)
     elif need_beta:
         grad_beta = torch.zeros(max(programs, 1), dtype=torch.float32, device=device)
     if grad_v_last is not None:
@@ -605,12 +701,13 @@ def _kernel_backward(
         with _on_device(device):
             _lif_bwd_kernel[(programs,)](
                 kept, _or(grad_spikes, kept), _or(grad_v_last, kept),
-                _or(v0_f32, kept), _or(beta_f32, kept),
+                _or(v0_f32, kept), _or(decay.tensor, kept),
                 _or(grad_x, kept), _or(grad_v0, kept), _or(grad_beta, kept),
-                T, m // vec, gs_step // vec, beta_scalar, threshold, c0, c1,
+                T, m // vec, gs_step // vec, decay.value, threshold, reset_amount, c0, c1,
+                decay.inner, decay.size,
                 VEC=vec, HAS_GRAD_SPIKES=grad_spikes is not None, GRAD_SPIKES_SCALAR=scalar_gs,
                 HAS_GRAD_V_LAST=grad_v_last is not None,
-                HAS_V0=v0_f32 is not None, BETA_MODE=beta_mode,
+                HAS_V0=v0_f32 is not None, BETA_MODE=decay.mode,
                 NEED_GRAD_X=need_x, NEED_GRAD_V0=need_v0, NEED_GRAD_BETA=need_beta,
                 SAVE_SHIFTED=kept.dtype != torch.float32, RESET=_RESET_IDS[reset],
                 DETACH_RESET=detach_reset, SURROGATE=kid, NATIVE_ROUND=_native_round(),
@@ -619,8 +716,10 @@ def _kernel_backward(
 
     out_v0 = grad_v0.to(v0.dtype) if need_v0 else _nothing(kept)
     if need_beta:
-        if beta_mode == 2:
+        if decay.mode == 2:
             reduced = grad_beta.sum_to_size(beta.shape)
+        elif decay.mode == 3:
+            reduced = grad_beta.view(beta.shape)
         else:
             reduced = grad_beta.sum().reshape(beta.shape)
         out_beta = reduced.to(beta.dtype)
@@ -643,6 +742,7 @@ def lif_triton(
     reset: str,
     surrogate: Surrogate,
     detach_reset: bool,
+    reset_amount: Optional[float] = None,
     check_finite: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """LIF on the Triton kernels (the ``spikegate::lif_forward`` op and its backward); arguments
@@ -651,8 +751,10 @@ def lif_triton(
     Args:
         x: ``[T, B, ...]`` input current (float32, float16, bfloat16; any strides).
         v0: ``[B, ...]`` initial membrane or None (zeros).
-        beta: python float, or tensor broadcastable to ``[B, ...]`` (0-dim, per neuron, full).
+        beta: python float, or tensor broadcastable to ``[B, ...]`` (0-dim, per neuron or
+            channel, full; see the module docstring's modes).
         threshold, reset, surrogate, detach_reset: as in ``lif_sequence``.
+        reset_amount: what ``reset="subtract"`` takes away; None for the threshold.
         check_finite: raise the ``lif_sequence`` error for NaN or Inf in x, from a flag the
             forward launch sets (no extra pass over x; reading the flag waits for the launch).
 
@@ -665,9 +767,10 @@ def lif_triton(
     save = torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in (x, v0, beta)
     )
+    amount = threshold if reset_amount is None else reset_amount
     spikes, v_last, _, nonfinite = lif_kernels(
         x, v0, tensor_beta, 1.0 if tensor_beta is not None else float(beta), threshold, reset,
-        *surrogate_args(surrogate), detach_reset, save, check_finite,
+        amount, *surrogate_args(surrogate), detach_reset, save, check_finite,
     )
     if check_finite and bool(nonfinite):
         raise nonfinite_error("x")
@@ -686,31 +789,40 @@ def aot_cases() -> list:
     decay, both incoming gradients, every gradient needed, ATan, zero reset, the finite check),
     per dtype, at an aligned step (``M`` a multiple of 16, every pointer 16-byte aligned) and an
     unaligned one (``M`` odd and the per-step input off alignment, as for a slice ``x[1:]``:
-    the launcher then picks ``VEC = 1``)."""
+    the launcher then picks ``VEC = 1``); and at an aligned step with a per-channel decay read
+    by its own values (``BETA_MODE = 3``, gradient added up in the kernel) and the subtractive
+    reset (TESS's neurons)."""
     from spikegate.kernels.aot import CompileCase
 
     cases = []
     for dtype, tt in _TRITON_TYPES.items():
         half = dtype != "float32"
-        for shape, vec, aligned_shape in (("aligned, M % 16 == 0", 16, True),
-                                          ("unaligned, M odd, x[1:]", 1, False)):
+        for shape, vec, aligned_shape, beta_mode, reset in (
+            ("aligned, M % 16 == 0", 16, True, 2, 0),
+            ("unaligned, M odd, x[1:]", 1, False, 2, 0),
+            ("aligned, per-channel beta, subtract", 16, True, 3, 1),
+        ):
             fwd_sig = {
                 "x_ptr": f"*{tt}", "v0_ptr": "*fp32", "beta_ptr": "*fp32", "spikes_ptr": f"*{tt}",
                 "saved_ptr": f"*{tt}", "v_last_ptr": f"*{tt}", "flags_ptr": "*i32",
                 "T": "i32", "M_div": "i32", "XS_div": "i32", "beta": "fp32", "threshold": "fp32",
+                "reset_amount": "fp32", "beta_inner": "i32", "beta_size": "i32",
             }
-            fwd_const = dict(VEC=vec, HAS_V0=True, BETA_MODE=2, SAVE=True, SAVE_SHIFTED=half,
-                             SAVE_MAX=_FLOAT16_MAX if dtype == "float16" else 0.0, RESET=0,
+            fwd_const = dict(VEC=vec, HAS_V0=True, BETA_MODE=beta_mode, SAVE=True,
+                             SAVE_SHIFTED=half,
+                             SAVE_MAX=_FLOAT16_MAX if dtype == "float16" else 0.0, RESET=reset,
                              CHECK_FINITE=True, NATIVE_ROUND=True, BLOCK=1024)
             bwd_sig = {
                 "saved_ptr": f"*{tt}", "grad_spikes_ptr": f"*{tt}", "grad_v_last_ptr": f"*{tt}",
                 "v0_ptr": "*fp32", "beta_ptr": "*fp32", "grad_x_ptr": f"*{tt}",
                 "grad_v0_ptr": "*fp32", "grad_beta_ptr": "*fp32", "T": "i32", "M_div": "i32",
-                "GS_div": "i32", "beta": "fp32", "threshold": "fp32", "c0": "fp32", "c1": "fp32",
+                "GS_div": "i32", "beta": "fp32", "threshold": "fp32", "reset_amount": "fp32",
+                "c0": "fp32", "c1": "fp32", "beta_inner": "i32", "beta_size": "i32",
             }
             bwd_const = dict(VEC=vec, HAS_GRAD_SPIKES=True, GRAD_SPIKES_SCALAR=False,
-                             HAS_GRAD_V_LAST=True, HAS_V0=True, BETA_MODE=2, NEED_GRAD_X=True,
-                             NEED_GRAD_V0=True, NEED_GRAD_BETA=True, SAVE_SHIFTED=half, RESET=0,
+                             HAS_GRAD_V_LAST=True, HAS_V0=True, BETA_MODE=beta_mode,
+                             NEED_GRAD_X=True, NEED_GRAD_V0=True, NEED_GRAD_BETA=True,
+                             SAVE_SHIFTED=half, RESET=reset,
                              DETACH_RESET=False, SURROGATE=0, NATIVE_ROUND=True, BLOCK=1024)
             # VEC = 1: the launcher also starts the per-neuron buffers off alignment
             unaligned_in = {"x_ptr", "grad_spikes_ptr", "v0_ptr", "beta_ptr", "v_last_ptr",

@@ -12,13 +12,15 @@ Two op pairs, one per backend of ``lif_sequence``, with the same schema:
 
 Schema (both pairs)::
 
-    forward(x, v0?, beta?, beta_value, threshold, reset, surrogate, surrogate_params,
-            detach_reset, save, check_finite) -> (spikes, v_last, kept, nonfinite)
+    forward(x, v0?, beta?, beta_value, threshold, reset, reset_amount, surrogate,
+            surrogate_params, detach_reset, save, check_finite) -> (spikes, v_last, kept, nonfinite)
     backward(kept, grad_spikes?, grad_v_last?, v0?, beta?, beta_value, threshold, reset,
-             surrogate, surrogate_params, detach_reset, need_x, need_v0, need_beta, x_dtype)
-        -> (grad_x, grad_v0, grad_beta)
+             reset_amount, surrogate, surrogate_params, detach_reset, need_x, need_v0, need_beta,
+             x_dtype) -> (grad_x, grad_v0, grad_beta)
 
-``beta`` is a tensor or None (then the float ``beta_value`` is the decay). A surrogate travels as
+``beta`` is a tensor or None (then the float ``beta_value`` is the decay). ``reset_amount`` is
+what the subtractive reset takes away (``lif_sequence`` passes the threshold unless told
+otherwise; the other resets ignore it). A surrogate travels as
 its name and its dataclass fields (``float[]``), since an op takes no python objects. ``kept`` is
 the per-step state the backward reads (``[0]`` when ``save`` is false: inference);
 ``nonfinite`` is a 0-dim bool, true when ``check_finite`` found a NaN or Inf in ``x`` (the kernels
@@ -84,9 +86,11 @@ def _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype):
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, v0, beta, beta_value, threshold, reset, surrogate, params, detach_reset = inputs[:9]
+    x, v0, beta, beta_value, threshold, reset, reset_amount, surrogate, params, detach_reset = (
+        inputs[:10]
+    )
     ctx.save_for_backward(output[2], v0, beta)
-    ctx.config = (beta_value, threshold, reset, surrogate, params, detach_reset)
+    ctx.config = (beta_value, threshold, reset, reset_amount, surrogate, params, detach_reset)
     ctx.x_dtype = x.dtype
     ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
 
@@ -105,7 +109,7 @@ def _autograd_backward(backward_fn: Callable) -> Callable:
             ctx.x_dtype,
         )
         return (grad_x if need_x else None, grad_v0 if need_v0 else None,
-                grad_beta if need_beta else None) + (None,) * 8
+                grad_beta if need_beta else None) + (None,) * 9
 
     return backward
 
@@ -141,8 +145,8 @@ class LIFOps:
 
 
 def _fake_backward(kept, grad_spikes, grad_v_last, v0, beta, beta_value, threshold, reset,
-                   surrogate, surrogate_params, detach_reset, need_x, need_v0, need_beta,
-                   x_dtype):
+                   reset_amount, surrogate, surrogate_params, detach_reset, need_x, need_v0,
+                   need_beta, x_dtype):
     return _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype)
 
 
@@ -171,21 +175,21 @@ def _eager_function(forward_fn: Callable, backward_fn: Callable) -> type:
 
 def _reference_forward(
     x: torch.Tensor, v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float,
-    threshold: float, reset: str, surrogate: str, surrogate_params: list[float],
-    detach_reset: bool, save: bool, check_finite: bool,
+    threshold: float, reset: str, reset_amount: float, surrogate: str,
+    surrogate_params: list[float], detach_reset: bool, save: bool, check_finite: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reference forward: ``kept`` is ``u [T, ...]`` in the state dtype."""
     from spikegate.neurons.lif import reference_forward
 
     spikes, v_last, u = reference_forward(
-        x, v0, beta if beta is not None else beta_value, threshold, reset
+        x, v0, beta if beta is not None else beta_value, threshold, reset, reset_amount
     )
     nonfinite = torch.zeros((), dtype=torch.bool, device=x.device)  # lif_sequence checks x
     return spikes, v_last, u if save else _nothing(x), nonfinite
 
 
-def _fake_reference_forward(x, v0, beta, beta_value, threshold, reset, surrogate, surrogate_params,
-                            detach_reset, save, check_finite):
+def _fake_reference_forward(x, v0, beta, beta_value, threshold, reset, reset_amount, surrogate,
+                            surrogate_params, detach_reset, save, check_finite):
     kept = x.new_empty(x.shape, dtype=_state_dtype(x.dtype)) if save else _nothing(x)
     return (x.new_empty(x.shape), x.new_empty(x.shape[1:]), kept,
             x.new_empty((), dtype=torch.bool))
@@ -194,14 +198,14 @@ def _fake_reference_forward(x, v0, beta, beta_value, threshold, reset, surrogate
 def _reference_backward(
     kept: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
     v0: Optional[torch.Tensor], beta: Optional[torch.Tensor], beta_value: float, threshold: float,
-    reset: str, surrogate: str, surrogate_params: list[float], detach_reset: bool,
-    need_x: bool, need_v0: bool, need_beta: bool, x_dtype: torch.dtype,
+    reset: str, reset_amount: float, surrogate: str, surrogate_params: list[float],
+    detach_reset: bool, need_x: bool, need_v0: bool, need_beta: bool, x_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from spikegate.neurons.lif import reference_backward
 
     decay = beta if beta is not None else beta_value
     gu, gbeta = reference_backward(
-        kept, v0, decay, grad_spikes, grad_v_last, threshold, reset,
+        kept, v0, decay, grad_spikes, grad_v_last, threshold, reset, reset_amount,
         surrogate_from_args(surrogate, surrogate_params), detach_reset, need_beta,
     )
     decay_c = beta.detach().to(kept.dtype) if beta is not None else beta_value

@@ -43,8 +43,9 @@ Fidelity to the authors' code (mapolinario94/TESS): leak 0.5, threshold 0.6 and 
 ``[0.2, 0.5, 0, 1]`` (DVS data) are the defaults of ``learning=tess`` / ``learning=tess_dvs``, which
 set the neuron (``neuron.beta``, ``neuron.threshold``, ``neuron.reset=subtract``); the rule itself
 reads every neuron's parameters from the model. Differences: the spike is ``u >= theta`` (theirs
-``u > theta``); the reset subtracts ``theta`` (their conv layers subtract ``round(theta)``, which
-the LIF module cannot express); linear layers use the triangle ``psi`` unless
+``u > theta``); the reset subtracts ``round(theta)`` as their conv layers do (``learning=tess``
+sets ``neuron.reset_amount=1.0``, round(0.6)), in linear hidden layers too (theirs subtract
+``theta`` there); linear layers use the triangle ``psi`` unless
 ``linear_activation="fast_sigmoid"`` (theirs: ``1 / (100 |u - theta| + 1)^2``); the readout's loss
 is on the time-averaged logits (theirs: per step over the last ``delay_ls`` steps); ``signal_steps``
 is their ``delay_ls`` (local signals only in the last ``k`` steps).
@@ -572,7 +573,8 @@ def _lif_step(neuron: LIF, v: torch.Tensor, current: torch.Tensor):
     if neuron.reset == "zero":
         v = u * (1 - s)
     elif neuron.reset == "subtract":
-        v = u - neuron.threshold * s
+        amount = neuron.threshold if neuron.reset_amount is None else neuron.reset_amount
+        v = u - amount * s
     else:
         v = u
     return u, s, v

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from spikegate.arguments import check_choice
+from spikegate.arguments import check_choice, check_real
 
 BACKENDS = ("auto", "triton", "torch")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -114,6 +114,21 @@ def check_decay(beta: object, x: torch.Tensor, name: str = "beta", *, values: bo
             low, high = float(beta.min()), float(beta.max())
         if not (low > 0 and high <= 1):
             raise ValueError(f"{name}: expected values in (0, 1], got range [{low}, {high}]")
+
+
+def check_reset_amount(reset_amount: object, reset: str, name: str = "reset_amount"
+                       ) -> Optional[float]:
+    """What a LIF's subtractive reset takes away: None (its threshold) or a finite real > 0 (not a
+    bool), and only with ``reset="subtract"``."""
+    if reset_amount is None:
+        return None
+    amount = check_real(reset_amount, name, strict=True)
+    if reset != "subtract":
+        raise ValueError(
+            f"{name}: only applies to reset='subtract', got reset={reset!r} with "
+            f"{name}={reset_amount!r}"
+        )
+    return amount
 
 
 def triton_available() -> bool:

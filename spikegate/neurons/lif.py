@@ -5,9 +5,13 @@ Semantics (time-major, ``x: [T, B, ...]``)::
     u[t] = beta * v[t-1] + x[t]          v[-1] = v0 (or 0)
     s[t] = 1 if u[t] >= threshold else 0
     v[t] = u[t] * (1 - s[t])             reset="zero"
-    v[t] = u[t] - threshold * s[t]       reset="subtract"
+    v[t] = u[t] - reset_amount * s[t]    reset="subtract" (reset_amount: threshold unless given)
     v[t] = u[t]                          reset="none"
     ds/du = surrogate'(u[t] - threshold)
+    dv/du = 1 - reset_amount * ds/du     reset="subtract" (1 with detach_reset)
+
+``reset_amount`` lets the subtractive reset take away a fixed amount other than the threshold,
+e.g. ``round(theta)`` as in the TESS authors' conv layers (theta 0.6: subtract 1.0).
 
 With ``beta = 1 - 1/tau`` this is SpikingJelly's ``LIFNode(tau, decay_input=False)``.
 
@@ -33,6 +37,7 @@ from .checks import (
     check_decay,
     check_decay_value,
     check_finite,
+    check_reset_amount,
     check_sequence,
     check_state,
     resolve_backend,
@@ -59,14 +64,15 @@ def _not_spiking(u: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor) ->
     return torch.sub(threshold, u, out=out).clamp_min_(0).sign_()
 
 
-def _after_reset(u, keep, threshold: float, reset: str, out: torch.Tensor) -> torch.Tensor:
-    """``v[t]`` from ``u[t]`` and ``keep = 1 - s[t]``, written into ``out`` (``u`` itself for none)."""
+def _after_reset(u, keep, reset_amount: float, reset: str, out: torch.Tensor) -> torch.Tensor:
+    """``v[t]`` from ``u[t]`` and ``keep = 1 - s[t]``, written into ``out`` (``u`` itself for none);
+    the subtractive reset takes away ``reset_amount``."""
     if reset == "zero":
         return torch.mul(u, keep, out=out)
     if reset == "subtract":
-        # u + (-s * threshold) with s = 1 - keep: the product is exact, so the one rounding is the
-        # kernel's, and a neuron that did not fire keeps u bit for bit
-        return torch.sub(keep, 1, out=out).mul_(threshold).add_(u)
+        # u + (-s * reset_amount) with s = 1 - keep: the product is exact, so the one rounding is
+        # the kernel's u - reset_amount, and a neuron that did not fire keeps u bit for bit
+        return torch.sub(keep, 1, out=out).mul_(reset_amount).add_(u)
     return u
 
 
@@ -76,10 +82,12 @@ _BLOCK_ELEMENTS = 1 << 18
 
 def reference_forward(
     x: torch.Tensor, v0: Optional[torch.Tensor], beta: Decay, threshold: float, reset: str,
+    reset_amount: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reference forward: ``(spikes [T, ...] in x.dtype, v_last [...] in x.dtype, u [T, ...]
-    in the state dtype)``; ``u`` is all the backward needs. The loop works in place on ``[B, ...]``
-    scratch buffers, so it allocates nothing per step."""
+    in the state dtype)``; ``u`` is all the backward needs. ``reset_amount`` is what the
+    subtractive reset takes away (the threshold by default). The loop works in place on
+    ``[B, ...]`` scratch buffers, so it allocates nothing per step."""
     cdt = _state_dtype(x.dtype)
     beta_c = beta.detach().to(cdt) if isinstance(beta, torch.Tensor) else beta
     th = torch.tensor(threshold, dtype=cdt, device=x.device)
@@ -97,7 +105,7 @@ def reference_forward(
         keep = _not_spiking(u, th, s if keep_in_spikes else keep_buf)
         if not keep_in_spikes:
             s.copy_(keep)
-        v = _after_reset(u, keep, threshold, reset, v_buf)
+        v = _after_reset(u, keep, reset_amount, reset, v_buf)
     spikes.neg_().add_(1)
     return spikes, v.to(x.dtype, copy=True), u_all
 
@@ -105,7 +113,7 @@ def reference_forward(
 def reference_backward(
     u_all: torch.Tensor, v0: Optional[torch.Tensor], beta: Decay,
     grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
-    threshold: float, reset: str, surrogate: Surrogate, detach_reset: bool,
+    threshold: float, reset: str, reset_amount: float, surrogate: Surrogate, detach_reset: bool,
     need_beta: bool,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The reference backward from the kept ``u [T, ...]`` (state dtype): ``(dL/du [T, ...],
@@ -133,7 +141,7 @@ def reference_backward(
         if reset == "zero":
             dvdu = keep if detach_reset else torch.addcmul(keep, u, sg, value=-1, out=c_buf[: t1 - t0])
         elif reset == "subtract" and not detach_reset:
-            dvdu = torch.mul(sg, -threshold, out=c_buf[: t1 - t0]).add_(1)
+            dvdu = torch.mul(sg, -reset_amount, out=c_buf[: t1 - t0]).add_(1)
         else:
             dvdu = None  # dv/du = 1
         if grad_spikes is not None:
@@ -153,7 +161,7 @@ def reference_backward(
             if lo < t1:
                 prev = u_all[lo - 1:t1 - 1]
                 keep_prev = _not_spiking(prev, th, keep_buf[: t1 - lo])
-                v_prev = _after_reset(prev, keep_prev, threshold, reset, sg_buf[: t1 - lo])
+                v_prev = _after_reset(prev, keep_prev, reset_amount, reset, sg_buf[: t1 - lo])
                 gbeta.add_(torch.mul(v_prev, gx[lo:t1], out=c_buf[: t1 - lo]).sum(0))
     if gbeta is not None and v0 is not None:
         gbeta.addcmul_(gx[0], v0.to(u_all.dtype))
@@ -173,29 +181,29 @@ class LIFTorchFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, v0, beta, threshold, reset, surrogate, detach_reset):
-        spikes, v_last, u_all = reference_forward(x, v0, beta, threshold, reset)
+    def forward(ctx, x, v0, beta, threshold, reset, reset_amount, surrogate, detach_reset):
+        spikes, v_last, u_all = reference_forward(x, v0, beta, threshold, reset, reset_amount)
         ctx.save_for_backward(u_all, v0)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         ctx.beta = beta.detach() if isinstance(beta, torch.Tensor) else beta
-        ctx.args = (threshold, reset, surrogate, detach_reset, x.dtype)
+        ctx.args = (threshold, reset, reset_amount, surrogate, detach_reset, x.dtype)
         return spikes, v_last
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last):
         u_all, v0 = ctx.saved_tensors
-        threshold, reset, surrogate, detach_reset, x_dtype = ctx.args
+        threshold, reset, reset_amount, surrogate, detach_reset, x_dtype = ctx.args
         beta = ctx.beta
         need_x, need_v0, need_beta = ctx.needs_input_grad[:3]
         gx, gbeta = reference_backward(
-            u_all, v0, beta, grad_spikes, grad_v_last, threshold, reset, surrogate, detach_reset,
-            need_beta,
+            u_all, v0, beta, grad_spikes, grad_v_last, threshold, reset, reset_amount, surrogate,
+            detach_reset, need_beta,
         )
         beta_c = beta.to(u_all.dtype) if isinstance(beta, torch.Tensor) else beta
         grad_x = gx.to(x_dtype) if need_x else None
         grad_v0 = (gx[0] * beta_c).to(v0.dtype) if (need_v0 and v0 is not None) else None
         grad_beta = gbeta.sum_to_size(beta.shape).to(beta.dtype) if gbeta is not None else None
-        return grad_x, grad_v0, grad_beta, None, None, None, None
+        return grad_x, grad_v0, grad_beta, None, None, None, None, None
 
 
 def lif_sequence(
@@ -205,6 +213,7 @@ def lif_sequence(
     beta: Decay,
     threshold: float = 1.0,
     reset: str = "zero",
+    reset_amount: Optional[float] = None,
     surrogate: SurrogateLike = "atan",
     detach_reset: bool = False,
     backend: str = "auto",
@@ -218,6 +227,8 @@ def lif_sequence(
         beta: decay in (0, 1], a float or a tensor broadcastable to ``[B, ...]`` (may require grad).
         threshold: firing threshold (> 0).
         reset: ``"zero"``, ``"subtract"`` or ``"none"``.
+        reset_amount: what ``reset="subtract"`` takes away from a neuron that fired (> 0); None
+            for the threshold. Only with ``reset="subtract"``.
         surrogate: name or :class:`~spikegate.neurons.surrogate.Surrogate` for ds/du.
         detach_reset: stop the gradient through the reset.
         backend: ``"auto"`` (Triton on CUDA, torch elsewhere), ``"triton"`` or ``"torch"``.
@@ -241,6 +252,8 @@ def lif_sequence(
     check_decay(beta, x, "beta", values=validate)
     threshold = check_real(threshold, "threshold", strict=True)
     check_choice(reset, "reset", RESETS)
+    reset_amount = check_reset_amount(reset_amount, reset)
+    amount = threshold if reset_amount is None else reset_amount
     if not isinstance(detach_reset, bool):
         raise TypeError(f"detach_reset: expected a bool, got {type(detach_reset).__name__}")
     if not isinstance(beta, torch.Tensor):
@@ -249,16 +262,18 @@ def lif_sequence(
         from spikegate.kernels.lif import lif_triton
 
         return lif_triton(
-            x, v0, beta, threshold=threshold, reset=reset, surrogate=surrogate,
-            detach_reset=detach_reset, check_finite=validate,
+            x, v0, beta, threshold=threshold, reset=reset, reset_amount=amount,
+            surrogate=surrogate, detach_reset=detach_reset, check_finite=validate,
         )
     from spikegate.kernels.ops import lif_reference, op_surrogate, surrogate_args
 
     if not op_surrogate(surrogate):  # a user's own surrogate cannot travel through an op
-        return LIFTorchFunction.apply(x, v0, beta, threshold, reset, surrogate, detach_reset)
+        return LIFTorchFunction.apply(
+            x, v0, beta, threshold, reset, amount, surrogate, detach_reset
+        )
     tensor_beta = beta if isinstance(beta, torch.Tensor) else None
     spikes, v_last, _, _ = lif_reference(
-        x, v0, tensor_beta, 1.0 if tensor_beta is not None else beta, threshold, reset,
+        x, v0, tensor_beta, 1.0 if tensor_beta is not None else beta, threshold, reset, amount,
         *surrogate_args(surrogate), detach_reset, _needs_grad(x, v0, beta), False,
     )
     return spikes, v_last
@@ -276,7 +291,8 @@ class LIF(nn.Module):
 
     Args:
         beta: initial decay in (0, 1].
-        threshold, reset, surrogate, detach_reset, backend: as in :func:`lif_sequence`.
+        threshold, reset, reset_amount, surrogate, detach_reset, backend: as in
+            :func:`lif_sequence`.
         learn_beta: make beta a parameter, ``beta = sigmoid(beta_logit)`` so it stays in (0, 1).
         shape: neuron shape (the trailing dims of ``[T, B, *shape]``); with ``learn_beta`` this gives
             one beta per neuron, and inputs are checked against it.
@@ -296,6 +312,7 @@ class LIF(nn.Module):
         beta: float = 0.5,
         threshold: float = 1.0,
         reset: str = "zero",
+        reset_amount: Optional[float] = None,
         surrogate: SurrogateLike = "atan",
         detach_reset: bool = False,
         learn_beta: bool = False,
@@ -310,6 +327,7 @@ class LIF(nn.Module):
             raise ValueError(f"beta: a learnable beta must start below 1, got {beta!r}")
         self.threshold = check_real(threshold, "threshold", strict=True)
         self.reset = check_choice(reset, "reset", RESETS)
+        self.reset_amount = check_reset_amount(reset_amount, reset)
         self.surrogate: Surrogate = get_surrogate(surrogate)
         self.detach_reset = detach_reset
         self.backend = check_choice(backend, "backend", BACKENDS)
@@ -344,7 +362,7 @@ class LIF(nn.Module):
             v0 = self.v
         spikes, v_last = lif_sequence(
             x, v0, beta=self.beta, threshold=self.threshold, reset=self.reset,
-            surrogate=self.surrogate, detach_reset=self.detach_reset, backend=self.backend,
+            reset_amount=self.reset_amount, surrogate=self.surrogate, detach_reset=self.detach_reset, backend=self.backend,
             validate=self.validate,
         )
         if self.stateful:
@@ -353,14 +371,16 @@ class LIF(nn.Module):
 
     def neuron_cost(self) -> NeuronCost:
         """Per neuron and step: ``beta * v`` (1 mul), ``+ x`` (1 add), the threshold test (1
-        compare), and the reset: a select for zero, one more add for subtract, nothing for none."""
+        compare), and the reset: a select for zero, one more add for subtract (whatever its
+        ``reset_amount``), nothing for none."""
         return NeuronCost(
             muls=1, adds=1 + (self.reset == "subtract"), compares=1 + (self.reset == "zero"),
         )
 
     def extra_repr(self) -> str:
         beta = "learned" if self.beta_logit is not None else self._beta
+        amount = "" if self.reset_amount is None else f", reset_amount={self.reset_amount}"
         return (
-            f"beta={beta}, threshold={self.threshold}, reset={self.reset!r}, "
+            f"beta={beta}, threshold={self.threshold}, reset={self.reset!r}{amount}, "
             f"surrogate={self.surrogate}, backend={self.backend!r}"
         )

@@ -9,6 +9,7 @@ spike, and comparisons first check that the case is not trivial (some spikes, so
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -108,9 +109,11 @@ def run(backend, x, v0, beta, *, grad="both", seed=1, **params):
     return spikes.detach(), v_last.detach(), grads
 
 
-def design_f32(x, v0, beta, threshold, reset):
-    """The LIF equations written out in float32, u = (v * beta) + x with each op rounded.
-    Returns ``(spikes, v_last, v_prev)``, ``v_prev[t] = v[t-1]`` in float32."""
+def design_f32(x, v0, beta, threshold, reset, reset_amount=None):
+    """The LIF equations written out in float32, u = (v * beta) + x with each op rounded; the
+    subtractive reset takes away ``reset_amount`` (None: the threshold). Returns ``(spikes,
+    v_last, v_prev)``, ``v_prev[t] = v[t-1]`` in float32."""
+    amount = threshold if reset_amount is None else reset_amount
     v = torch.zeros(x.shape[1:], device=x.device) if v0 is None else v0.float()
     beta = beta.float() if isinstance(beta, torch.Tensor) else beta
     spikes, v_prev = [], []
@@ -121,7 +124,7 @@ def design_f32(x, v0, beta, threshold, reset):
         s = u >= threshold
         v = {
             "zero": torch.where(s, torch.zeros_like(u), u),
-            "subtract": torch.where(s, u - threshold, u),
+            "subtract": torch.where(s, u - amount, u),
             "none": u,
         }[reset]
         spikes.append(s)
@@ -170,7 +173,8 @@ def check_against_reference(x, v0, beta, *, grad="both", nontrivial=True, **para
             assert ref[2]["x"].abs().max() > 0, "no gradient reaches x"
     assert got[0].dtype == x.dtype and got[1].dtype == x.dtype
     assert torch.equal(got[0], ref[0]), "spikes differ from the reference"
-    want_s, want_v, v_prev = design_f32(x, v0, beta, params["threshold"], params["reset"])
+    want_s, want_v, v_prev = design_f32(x, v0, beta, params["threshold"], params["reset"],
+                                        params.get("reset_amount"))
     assert torch.equal(got[0], want_s)
     assert torch.equal(got[1], want_v), "v_last differs from the LIF equations in float32"
     # The reference's v_last agrees to rounding (its subtract reset rounds twice).
@@ -179,8 +183,8 @@ def check_against_reference(x, v0, beta, *, grad="both", nontrivial=True, **para
     if isinstance(beta, torch.Tensor):
         # dL/dbeta = sum_t dL/du[t] * v[t-1], each factor known to rounding: dL/du at the scale of
         # its largest entry (as grad_x), and v[t-1], from the kept u - threshold for half inputs,
-        # to |u - threshold| * eps <= (|v| + threshold) * eps.
-        v_scale = v_prev.abs() + params["threshold"]
+        # to |u - threshold| * eps <= (|v| + threshold + reset amount) * eps.
+        v_scale = v_prev.abs() + params["threshold"] + (params.get("reset_amount") or 0.0)
         gu_scale = ref[2]["x"].float().abs().max().clamp_min(1)
         beta_terms = (gu_scale * v_scale).sum(0).sum_to_size(beta.shape)
     assert_grads_close(got[2], ref[2], x.dtype, beta_terms)
@@ -241,6 +245,93 @@ def test_several_programs_and_a_ragged_last_block(dtype):
 
 
 # --------------------------------------------------------------------------------------------- #
+# reset="subtract" by a chosen reset_amount (TESS's round(theta)).
+# --------------------------------------------------------------------------------------------- #
+
+
+class _ATanSpike(torch.autograd.Function):
+    """s = (d >= 0) with ATan(alpha=2)'s surrogate, written here, independent of the package."""
+
+    @staticmethod
+    def forward(ctx, d):
+        ctx.save_for_backward(d)
+        return (d >= 0).to(d.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        return g * (1.0 / (1 + (torch.pi / 2 * 2.0 * d) ** 2))  # alpha / 2 = 1
+
+
+def unrolled_subtract(x, v0, beta, threshold, reset_amount, detach_reset):
+    """The LIF equations, one autograd op at a time in float32: ``u = beta * v + x``, ``s = (u >=
+    threshold)``, ``v = u - reset_amount * s`` (``s`` detached there with ``detach_reset``).
+    Returns ``(spikes, v_last, u)``."""
+    v, spikes, us = v0, [], []
+    for x_t in x.unbind(0):
+        u = v * beta
+        u = u + x_t.float()
+        s = _ATanSpike.apply(u - threshold)
+        v = u - reset_amount * (s.detach() if detach_reset else s)
+        spikes.append(s)
+        us.append(u.detach())
+    return torch.stack(spikes), v, torch.stack(us)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("amount", [1.0, 0.35])
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_subtract_by_a_chosen_amount_matches_an_unrolled_loop(dtype, amount, detach_reset):
+    x = lif_input((6, 3, 21), dtype, seed=11)
+    v0 = lif_input((3, 21), seed=12, mean=0.2)
+    beta = make_beta("per_neuron", x.shape[1:])
+    leaves = [t.clone().requires_grad_() for t in (x, v0, beta)]
+    spikes, v_last = lif_sequence(*leaves[:2], beta=leaves[2], threshold=0.6, reset="subtract",
+                                  reset_amount=amount, detach_reset=detach_reset, backend="triton")
+    ref_leaves = [t.clone().requires_grad_() for t in (x, v0, beta)]
+    ref_s, ref_v, ref_u = unrolled_subtract(*ref_leaves, 0.6, amount, detach_reset)
+    assert_nontrivial(spikes)
+    assert torch.equal(spikes, ref_s.detach().to(dtype))
+    assert torch.equal(v_last, ref_v.detach().to(dtype))
+    g = torch.Generator().manual_seed(13)
+    w_s = torch.randn(x.shape, generator=g).to(DEVICE)
+    w_v = torch.randn(v0.shape, generator=g).to(DEVICE)
+    ((spikes.float() * w_s).sum() + (v_last.float() * w_v).sum()).backward()
+    ((ref_s * w_s).sum() + (ref_v * w_v).sum()).backward()
+    got = dict(zip(("x", "v0", "beta"), (t.grad for t in leaves)))
+    ref = dict(zip(("x", "v0", "beta"), (t.grad for t in ref_leaves)))
+    # beta's gradient sums B * T terms dL/du[t] * v[t-1], each known to rounding at the scale of
+    # max |dL/du| * (|u| + 0.6 + amount) (v[t-1] from the kept u - 0.6 for bfloat16)
+    terms = x.shape[0] * x.shape[1] * (ref_u.abs().max().clamp_min(v0.abs().max()) + 0.6 + amount)
+    assert_grads_close(got, ref, dtype, terms * ref["x"].float().abs().max().clamp_min(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32] + HALF, ids=str)
+@pytest.mark.parametrize("amount", [1.0, 0.35])
+def test_subtract_by_a_chosen_amount_matches_reference(dtype, amount):
+    x = lif_input((6, 3, 29), dtype, seed=14)
+    v0 = lif_input((3, 29), dtype, seed=15, mean=0.2)
+    beta = make_beta("per_neuron", x.shape[1:])
+    for detach_reset in (False, True):
+        check_against_reference(x, v0, beta, threshold=0.6, reset="subtract", reset_amount=amount,
+                                surrogate="atan", detach_reset=detach_reset)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32] + HALF, ids=str)
+def test_reset_amount_none_is_the_threshold_bitwise(dtype):
+    """The default takes the same path as an explicit amount equal to the threshold, and the
+    kernel's v after a spike for half inputs is then the kept u - threshold itself."""
+    x = lif_input((5, 2, 19), dtype, seed=16)
+    v0 = lif_input((2, 19), seed=17, mean=0.2)
+    beta = make_beta("channel", x.shape[1:])
+    a = run("triton", x, v0, beta, threshold=0.7, reset="subtract", reset_amount=None)
+    b = run("triton", x, v0, beta, threshold=0.7, reset="subtract", reset_amount=0.7)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    for name in a[2]:
+        assert torch.equal(a[2][name], b[2][name]), name
+
+
+# --------------------------------------------------------------------------------------------- #
 # Random shapes and parameters.
 # --------------------------------------------------------------------------------------------- #
 
@@ -260,6 +351,7 @@ def lif_cases(draw):
         beta_kind=draw(st.sampled_from(["float", "scalar", "per_neuron", "full"])),
         has_v0=draw(st.booleans()),
         threshold=draw(st.sampled_from([1.0, 0.7, 1.3])),
+        reset_amount=draw(st.sampled_from([None, None, 1.0, 0.45])),  # with reset="subtract" only
         grad=draw(st.sampled_from(["both", "both", "spikes", "v_last"])),
         seed=draw(st.integers(0, 2**16)),
     )
@@ -274,11 +366,13 @@ def _check_case(case, dtype):
     check_against_reference(
         x, v0, beta, grad=case["grad"], nontrivial=x.numel() >= 100, threshold=case["threshold"],
         reset=case["reset"], surrogate=case["surrogate"], detach_reset=case["detach_reset"],
+        reset_amount=case["reset_amount"] if case["reset"] == "subtract" else None,
     )
 
 
 _T1 = dict(shape=(1, 2, 33), reset="zero", surrogate=ATan(), detach_reset=False,
-           beta_kind="per_neuron", has_v0=True, threshold=1.0, grad="both", seed=0)
+           beta_kind="per_neuron", has_v0=True, threshold=1.0, reset_amount=None, grad="both",
+           seed=0)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -548,6 +642,104 @@ def test_a_single_decay_is_not_materialized_per_neuron():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
         lif_sequence(x, beta=beta, backend="triton")
     assert sorted(t.numel() for t in kept) == [1, x.numel()]
+
+
+# A decay broadcast along one run of the step's dims (BETA_MODE 3) over a [B, C, H, W] =
+# [2, 3, 5, 7] step: the decay's shape, the mode _decay_inputs picks, and (mode 3) its
+# (inner, size).
+BROADCAST_DECAYS = [
+    ((7,), 3, (1, 7)),              # per neuron along the last dim
+    ((3, 1, 1), 3, (35, 3)),        # per channel
+    ((1, 3, 1, 1), 3, (35, 3)),     # per channel, with the batch dim
+    ((5, 7), 3, (1, 35)),           # per position, shared by channels
+    ((3, 5, 7), 3, (1, 105)),       # per neuron of a sample, the usual learnable beta
+    ((2, 1, 1, 1), 3, (105, 2)),    # per sample
+    ((3, 1, 7), 2, None),           # channel and column with H between: not one run, expanded
+    ((2, 3, 5, 7), 2, None),        # the full step shape
+]
+
+
+@pytest.mark.parametrize("shape, mode, run", BROADCAST_DECAYS, ids=str)
+def test_the_decay_mode_follows_the_broadcast(shape, mode, run):
+    from spikegate.kernels.lif import _decay_inputs
+
+    step = torch.Size((2, 3, 5, 7))
+    decay = _decay_inputs(torch.full(shape, 0.5), 1.0, step, 1)
+    assert decay.mode == mode
+    if mode == 3:
+        assert (decay.inner, decay.size) == run
+        assert decay.tensor.shape == (math.prod(shape),)  # its own values, not one per neuron
+    else:
+        assert decay.tensor.shape == step
+    assert _decay_inputs(None, 0.8, step, 1).mode == 0
+    assert _decay_inputs(torch.full((1, 1), 0.5), 1.0, step, 1).mode == 1
+
+
+def test_a_broadcast_decay_is_expanded_under_deterministic_algorithms():
+    """Mode 3's atomic adds sum in no fixed order; deterministic algorithms get mode 2."""
+    from spikegate.kernels.lif import _decay_inputs
+
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        assert _decay_inputs(torch.full((3, 1, 1), 0.5), 1.0, torch.Size((2, 3, 5, 7)), 1).mode == 2
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
+def _broadcast_decay(shape, seed=21):
+    g = torch.Generator().manual_seed(seed)
+    return (0.5 + 0.5 * torch.rand(shape, generator=g, dtype=torch.float64)).float().to(DEVICE)
+
+
+@pytest.mark.parametrize("shape", [s for s, _, _ in BROADCAST_DECAYS], ids=str)
+@pytest.mark.parametrize("block", [None, 16])
+def test_broadcast_decays_match_reference(shape, block, monkeypatch):
+    """Values and gradients for every decay shape. ``block=16`` runs 14 programs of 16 neurons:
+    a decay value's run of neurons then spans programs and starts mid-block (runs of 35 and
+    105: the per-block sums with two atomics), or repeats within a block (runs of 1: one
+    atomic per neuron, several on one address)."""
+    import spikegate.kernels.lif as kernels
+
+    if block is not None:
+        monkeypatch.setattr(kernels, "_launch_config", lambda m, device: (block, 1))
+    x = lif_input((4, 2, 3, 5, 7), seed=22)
+    v0 = lif_input((2, 3, 5, 7), seed=23, mean=0.2)
+    got = check_against_reference(x, v0, _broadcast_decay(shape), threshold=1.0, reset="subtract",
+                                  reset_amount=0.8, surrogate="atan", detach_reset=False)
+    assert got[2]["beta"].shape == shape
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("shape", [(3, 1, 1), (3, 5, 7)], ids=str)
+def test_broadcast_decays_with_half_inputs(dtype, shape):
+    x = lif_input((4, 2, 3, 5, 7), dtype, seed=24)
+    check_against_reference(x, None, _broadcast_decay(shape), threshold=1.0, reset="zero",
+                            surrogate="sigmoid", detach_reset=False)
+
+
+def test_a_broadcast_decay_is_not_expanded_per_neuron(monkeypatch):
+    """Mode 3 hands the kernels the decay's own values: no per-neuron buffer is made for it in
+    the forward or the backward (without v0, the only other per-neuron input)."""
+    import spikegate.kernels.lif as kernels
+
+    made = []
+    per_neuron = kernels._per_neuron
+
+    def spy(t, vec):
+        made.append(None if t is None else tuple(t.shape))
+        return per_neuron(t, vec)
+
+    monkeypatch.setattr(kernels, "_per_neuron", spy)
+    x = lif_input((3, 2, 3, 5, 7)).requires_grad_()
+    beta = _broadcast_decay((3, 1, 1)).requires_grad_()
+    spikes, v_last = lif_sequence(x, beta=beta, backend="triton")
+    (spikes.sum() + v_last.sum()).backward()
+    assert beta.grad.shape == (3, 1, 1) and beta.grad.abs().sum() > 0
+    assert made == [None, None]  # v0 in each direction
+    made.clear()
+    lif_sequence(x, beta=_broadcast_decay((3, 1, 7)), backend="triton")  # not one run
+    assert made == [None, (2, 3, 5, 7)]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

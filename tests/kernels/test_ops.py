@@ -28,8 +28,10 @@ def _inputs(shape=(5, 2, 6), seed=0, dtype=torch.float32):
     return x, v0, beta
 
 
-def _forward_args(x, v0, beta, surrogate=ATan(), save=True, check_finite=False):
-    return (x, v0, beta, 1.0, 1.0, "zero", *surrogate_args(surrogate), False, save, check_finite)
+def _forward_args(x, v0, beta, surrogate=ATan(), save=True, check_finite=False, reset="zero",
+                  reset_amount=1.0):
+    return (x, v0, beta, 1.0, 1.0, reset, reset_amount, *surrogate_args(surrogate), False, save,
+            check_finite)
 
 
 @pytest.mark.parametrize("with_state", [True, False])
@@ -37,31 +39,37 @@ def test_opcheck_reference_forward(with_state):
     x, v0, beta = _inputs()
     x.requires_grad_()
     args = (_forward_args(x, v0.requires_grad_(), beta.requires_grad_()) if with_state
-            else (x, None, None, 0.8, 1.0, "subtract", *surrogate_args(Triangle()), True, True, False))
+            else (x, None, None, 0.8, 1.0, "subtract", 0.75, *surrogate_args(Triangle()), True,
+                  True, False))
     torch.library.opcheck(lif_reference_forward, args)
 
 
-def test_opcheck_reference_backward():
+@pytest.mark.parametrize("reset, reset_amount", [("zero", 1.0), ("subtract", 0.6)])
+def test_opcheck_reference_backward(reset, reset_amount):
     x, v0, beta = _inputs()
-    _, _, u, _ = lif_reference_forward(*_forward_args(x, v0, beta))
+    _, _, u, _ = lif_reference_forward(*_forward_args(x, v0, beta, reset=reset,
+                                                      reset_amount=reset_amount))
     g_s = torch.randn_like(x)
-    args = (u, g_s, None, v0, beta, 1.0, 1.0, "zero", *surrogate_args(ATan()), False,
+    args = (u, g_s, None, v0, beta, 1.0, 1.0, reset, reset_amount, *surrogate_args(ATan()), False,
             True, True, True, torch.float32)
     torch.library.opcheck(lif_reference_backward, args)
 
 
 @pytest.mark.skipif(not KERNELS, reason="needs CUDA or TRITON_INTERPRET=1")
-def test_opcheck_kernel_ops():
+@pytest.mark.parametrize("reset, reset_amount", [("zero", 1.0), ("subtract", 0.6)])
+def test_opcheck_kernel_ops(reset, reset_amount):
     from spikegate.kernels.lif import lif_backward, lif_forward
 
     x, v0, beta = _inputs()
-    args = _forward_args(x.requires_grad_(), v0.requires_grad_(), beta.requires_grad_())
+    args = _forward_args(x.requires_grad_(), v0.requires_grad_(), beta.requires_grad_(),
+                         reset=reset, reset_amount=reset_amount)
     # The interpreter cannot run on fake tensors, but the ops' own fakes never call it; the
     # AOT-dispatch test traces through them and then runs the kernels on real tensors.
     torch.library.opcheck(lif_forward, args)
     _, _, kept, _ = lif_forward(*args)
     bwd = (kept.detach(), torch.randn_like(x), torch.randn_like(v0), v0.detach(), beta.detach(),
-           1.0, 1.0, "zero", *surrogate_args(ATan()), False, True, True, True, torch.float32)
+           1.0, 1.0, reset, reset_amount, *surrogate_args(ATan()), False, True, True, True,
+           torch.float32)
     torch.library.opcheck(lif_backward, bwd)
 
 
@@ -171,7 +179,8 @@ def test_validation_is_eager_only():
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_eager_calls_and_the_registered_ops_agree_bitwise(backend):
+@pytest.mark.parametrize("reset, reset_amount", [("zero", 1.0), ("subtract", 0.6)])
+def test_eager_calls_and_the_registered_ops_agree_bitwise(backend, reset, reset_amount):
     """Eager calls take an autograd.Function around the ops' own functions (no dispatcher);
     the registered op with its autograd formula must give the same values and gradients."""
     if backend == "triton" and not KERNELS:
@@ -185,7 +194,7 @@ def test_eager_calls_and_the_registered_ops_agree_bitwise(backend):
     results = []
     for call in (pair, pair.forward):  # __call__ is the eager route outside tracing
         leaves = [t.clone().requires_grad_() for t in (x, v0, beta)]
-        spikes, v_last, _, _ = call(*_forward_args(*leaves))
+        spikes, v_last, _, _ = call(*_forward_args(*leaves, reset=reset, reset_amount=reset_amount))
         (spikes * torch.arange(spikes.numel()).view_as(spikes)).sum().add(v_last.sum()).backward()
         results.append([spikes, v_last] + [t.grad for t in leaves])
     for a, b in zip(*results):

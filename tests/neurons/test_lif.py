@@ -13,19 +13,21 @@ from spikegate.neurons import lif as lif_module
 RESETS = ["zero", "subtract", "none"]
 
 
-def equations_reference(x, v0, beta, threshold, reset, dtype=np.float64):
-    """The pinned LIF equations in numpy, every operation rounded to ``dtype``."""
+def equations_reference(x, v0, beta, threshold, reset, dtype=np.float64, reset_amount=None):
+    """The pinned LIF equations in numpy, every operation rounded to ``dtype``; the subtractive
+    reset takes away ``reset_amount`` (None: the threshold)."""
     as_np = lambda a: a.detach().numpy() if isinstance(a, torch.Tensor) else a  # noqa: E731
     x = np.asarray(as_np(x), dtype=dtype)
     v = np.zeros(x.shape[1:], dtype=dtype) if v0 is None else np.array(as_np(v0), dtype=dtype)
     beta = np.broadcast_to(np.asarray(beta, dtype=dtype), v.shape)
     threshold = dtype(threshold)
+    amount = threshold if reset_amount is None else dtype(reset_amount)
     spikes = np.zeros_like(x)
     for t in range(x.shape[0]):
         u = beta * v + x[t]
         s = (u >= threshold).astype(dtype)
         spikes[t] = s
-        v = {"zero": u * (1 - s), "subtract": u - threshold * s, "none": u}[reset]
+        v = {"zero": u * (1 - s), "subtract": u - amount * s, "none": u}[reset]
     return spikes, v
 
 
@@ -45,14 +47,15 @@ class _Heaviside(torch.autograd.Function):
         return g * (a / 2) / (1 + (math.pi / 2 * a * x) ** 2), None
 
 
-def unrolled_autograd(x, v0, beta, threshold, reset, detach_reset, alpha=2.0):
+def unrolled_autograd(x, v0, beta, threshold, reset, detach_reset, alpha=2.0, reset_amount=None):
+    amount = threshold if reset_amount is None else reset_amount
     v = torch.zeros_like(x[0]) if v0 is None else v0
     out = []
     for x_t in x.unbind(0):
         u = beta * v + x_t
         s = _Heaviside.apply(u - threshold, alpha)
         r = s.detach() if detach_reset else s
-        v = {"zero": u * (1 - r), "subtract": u - threshold * r, "none": u}[reset]
+        v = {"zero": u * (1 - r), "subtract": u - amount * r, "none": u}[reset]
         out.append(s)
     return torch.stack(out), v
 
@@ -112,6 +115,109 @@ def test_gradcheck_float64(reset):
         return lif_sequence(x, v0, beta=beta, reset=reset, detach_reset=True, backend="torch")[1]
 
     assert torch.autograd.gradcheck(v_last, (x, v0, beta), eps=1e-7, atol=1e-6)
+
+
+# ---- reset="subtract" by a chosen reset_amount (TESS's round(theta)) --------------------------
+
+
+@pytest.mark.parametrize("amount", [1.0, 0.35])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_subtract_by_a_chosen_amount_matches_equations_bit_for_bit(amount, dtype):
+    x = lif_input((20, 3, 7), dtype)
+    v0 = lif_input((3, 7), dtype, seed=1)
+    beta = torch.linspace(0.2, 1.0, 7, dtype=dtype)
+    spikes, v_last = lif_sequence(x, v0, beta=beta, threshold=0.6, reset="subtract",
+                                  reset_amount=amount, backend="torch")
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    ref_s, ref_v = equations_reference(x, v0, beta.numpy(), 0.6, "subtract", np_dtype,
+                                       reset_amount=amount)
+    assert 0.1 < spikes.mean() < 0.95
+    np.testing.assert_array_equal(spikes.numpy(), ref_s)
+    np.testing.assert_array_equal(v_last.numpy(), ref_v)
+    _, by_threshold = equations_reference(x, v0, beta.numpy(), 0.6, "subtract", np_dtype)
+    assert not np.array_equal(ref_v, by_threshold)  # the amount matters
+
+
+@pytest.mark.parametrize("amount", [1.0, 0.35])
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_subtract_by_a_chosen_amount_gradients_match_unrolled_autograd(amount, detach_reset, dtype,
+                                                                       monkeypatch):
+    monkeypatch.setattr(lif_module, "_BLOCK_ELEMENTS", 5 * 4 * 5)  # 12 steps in 3 uneven blocks
+    x = lif_input((12, 4, 5), dtype).requires_grad_()
+    v0 = lif_input((4, 5), dtype, seed=2).requires_grad_()
+    beta = torch.linspace(0.3, 0.95, 5, dtype=dtype).requires_grad_()
+    args = dict(threshold=0.6, reset="subtract", detach_reset=detach_reset, reset_amount=amount)
+    s, v = lif_sequence(x, v0, beta=beta, surrogate="atan", backend="torch", **args)
+    s_ref, v_ref = unrolled_autograd(x, v0, beta, **args)
+    assert torch.equal(s, s_ref)
+    w_s, w_v = torch.randn_like(s), torch.randn_like(v)
+    grads = torch.autograd.grad((s * w_s).sum() + (v * w_v).sum(), (x, v0, beta))
+    grads_ref = torch.autograd.grad((s_ref * w_s).sum() + (v_ref * w_v).sum(), (x, v0, beta))
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    for name, g, g_ref in zip(("x", "v0", "beta"), grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, **tol, msg=lambda m: f"grad {name}: {m}")
+
+
+def test_reset_amount_none_is_the_threshold_bit_for_bit():
+    x = lif_input((9, 3, 5)).requires_grad_()
+    beta = torch.linspace(0.4, 0.9, 5).requires_grad_()
+    results = []
+    for amount in (None, 0.7):
+        s, v = lif_sequence(x, beta=beta, threshold=0.7, reset="subtract", reset_amount=amount,
+                            backend="torch")
+        grads = torch.autograd.grad((s * torch.arange(s.numel()).view_as(s)).sum() + v.sum(),
+                                    (x, beta))
+        results.append([s, v, *grads])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_gradcheck_float64_subtract_by_a_chosen_amount():
+    x = lif_input((6, 2, 3), torch.float64).requires_grad_()
+    v0 = lif_input((2, 3), torch.float64, seed=3).requires_grad_()
+    beta = torch.tensor([0.5, 0.7, 0.9], dtype=torch.float64, requires_grad=True)
+
+    def v_last(x, v0, beta):
+        return lif_sequence(x, v0, beta=beta, reset="subtract", reset_amount=1.3, detach_reset=True,
+                            backend="torch")[1]
+
+    assert torch.autograd.gradcheck(v_last, (x, v0, beta), eps=1e-7, atol=1e-6)
+
+
+def test_module_subtracts_its_reset_amount():
+    lif = LIF(beta=0.5, threshold=0.6, reset="subtract", reset_amount=1.0, backend="torch")
+    assert "reset='subtract', reset_amount=1.0" in repr(lif)
+    assert "reset_amount" not in repr(LIF(reset="subtract"))
+    x = torch.tensor([[[1.3, 0.5]]])
+    spikes, v_last = lif(x)
+    assert spikes.flatten().tolist() == [1.0, 0.0]
+    assert torch.equal(v_last, x[0] - torch.tensor([1.0, 0.0]))  # 1.3 - 1.0, float32
+    cost = lif.neuron_cost()
+    assert cost == LIF(reset="subtract").neuron_cost() and cost.adds == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        (dict(reset_amount=True), TypeError, r"reset_amount: expected a float, got bool"),
+        (dict(reset_amount="1"), TypeError, r"reset_amount: expected a float, got str"),
+        (dict(reset_amount=0.0), ValueError, r"reset_amount: expected a finite value > 0, got 0.0"),
+        (dict(reset_amount=-1.0), ValueError, r"reset_amount: expected a finite value > 0, got -1.0"),
+        (dict(reset_amount=float("inf")), ValueError, r"reset_amount: expected a finite value > 0"),
+        (dict(reset_amount=float("nan")), ValueError, r"reset_amount: expected a finite value > 0"),
+        (dict(reset="zero", reset_amount=1.0), ValueError,
+         r"reset_amount: only applies to reset='subtract', got reset='zero'"),
+        (dict(reset="none", reset_amount=1.0), ValueError,
+         r"reset_amount: only applies to reset='subtract', got reset='none'"),
+    ],
+)
+def test_bad_reset_amount_is_named(kwargs, exc, pattern):
+    call = {"reset": "subtract", **kwargs}
+    with pytest.raises(exc, match=pattern):
+        lif_sequence(torch.zeros(4, 2, 3), beta=0.5, backend="torch", **call)
+    with pytest.raises(exc, match=pattern):
+        LIF(**call)
 
 
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
