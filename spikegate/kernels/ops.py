@@ -40,6 +40,8 @@ import torch
 from spikegate.neurons.surrogate import SURROGATES, Surrogate
 
 __all__ = [
+    "nothing",
+    "KernelOps",
     "surrogate_args",
     "surrogate_from_args",
     "op_surrogate",
@@ -69,9 +71,80 @@ def _state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _nothing(like: torch.Tensor) -> torch.Tensor:
-    """The ``[0]`` placeholder for an output that is not needed."""
+def nothing(like: torch.Tensor) -> torch.Tensor:
+    """The ``[0]`` placeholder for an op output that is not needed (every kernel's ops use it)."""
     return like.new_empty((0,), dtype=torch.float32)
+
+
+_nothing = nothing  # the name the LIF schema functions below use
+
+
+class KernelOps:
+    """A forward/backward pair of torch custom ops and its eager route, for any schema: steps 1
+    to 5 of the pattern in :mod:`spikegate.kernels`, from plain functions.
+
+    Args:
+        name: the ops are ``spikegate::<name>_forward`` and ``spikegate::<name>_backward``.
+        forward_fn, backward_fn: the ops' implementations, with type hints (the schema is
+            inferred from them); their outputs alias neither their inputs nor each other.
+        fake_forward, fake_backward: the fake implementations (shapes, dtypes, devices only).
+        setup_context: ``setup_context(ctx, inputs, output)`` saves what the backward reads.
+        autograd_backward: ``autograd_backward(backward) -> formula``, where ``formula(ctx,
+            *grad_outputs)`` returns one gradient (or None) per forward input and calls
+            ``backward``, which is the backward op while tracing and ``backward_fn`` itself on the
+            eager route.
+        non_differentiable: indices of the forward outputs that carry no gradient (kept state,
+            flags), for the eager route (an op's autograd formula ignores their gradients).
+
+    ``forward`` / ``backward`` are the registered ops, what ``torch.compile`` and ``torch.export``
+    trace. ``__call__`` runs the forward with autograd: through the op while tracing, and
+    otherwise through ``eager``, an ``autograd.Function`` that calls ``forward_fn`` and
+    ``backward_fn`` directly, since an eager call through the dispatcher costs a few hundred
+    microseconds of Python per call on a CPU (more than a small kernel launch). Both routes run
+    the same code; tests compare them bitwise.
+    """
+
+    def __init__(self, name: str, forward_fn: Callable, backward_fn: Callable, *,
+                 fake_forward: Callable, fake_backward: Callable, setup_context: Callable,
+                 autograd_backward: Callable, non_differentiable: tuple = ()) -> None:
+        self.forward = torch.library.custom_op(f"spikegate::{name}_forward", forward_fn,
+                                               mutates_args=())
+        self.backward = torch.library.custom_op(f"spikegate::{name}_backward", backward_fn,
+                                                mutates_args=())
+        self.forward.register_fake(fake_forward)
+        self.backward.register_fake(fake_backward)
+        self.forward.register_autograd(autograd_backward(self.backward),
+                                       setup_context=setup_context)
+        self.eager = _eager_route(forward_fn, autograd_backward(backward_fn), setup_context,
+                                  tuple(non_differentiable))
+
+    def __call__(self, *inputs):
+        """The forward's outputs with autograd, from its inputs (see the class docstring)."""
+        if torch.compiler.is_compiling():
+            return self.forward(*inputs)
+        return self.eager.apply(*inputs)
+
+
+def _eager_route(forward_fn: Callable, formula: Callable, setup_context: Callable,
+                 non_differentiable: tuple) -> type:
+    """The ``autograd.Function`` of :class:`KernelOps`: the op's function and autograd formula
+    without the dispatcher."""
+
+    class EagerKernelOps(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            output = forward_fn(*inputs)
+            setup_context(ctx, inputs, output)
+            if non_differentiable:
+                ctx.mark_non_differentiable(*(output[k] for k in non_differentiable))
+            return output
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, *grads):
+            return formula(ctx, *grads)
+
+    return EagerKernelOps
 
 
 def _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype):

@@ -42,7 +42,9 @@ import torch
 import triton
 import triton.language as tl
 
-from spikegate.kernels.lif import _MAX_NEURONS, _launch_config, _native_round, _on_device, _or, _round_to
+from spikegate.kernels.common import (
+    MAX_NEURONS, launch_config, native_round, on_device, or_placeholder, round_to,
+)
 from spikegate.neurons.checks import KERNEL_DTYPES
 
 __all__ = [
@@ -119,7 +121,7 @@ def _ultralif_fwd_kernel(
         else:
             u = m + e * tl.log(1.0 + tl.exp(-tl.abs(a - x) / e))
         s = _soft_spike(u, e, threshold, HARD)
-        tl.store(s_ptrs, _round_to(s, spikes_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+        tl.store(s_ptrs, round_to(s, spikes_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
         if SAVE:
             tl.store(k_ptrs, u, mask=mask)
         if RESET:
@@ -129,7 +131,7 @@ def _ultralif_fwd_kernel(
         x_ptrs += M
         s_ptrs += M
         k_ptrs += M
-    tl.store(v_last_ptr + offs, _round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+    tl.store(v_last_ptr + offs, round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
 
 
 @triton.jit
@@ -205,7 +207,7 @@ def _ultralif_bwd_kernel(
         gu = gu + gr
         geps += ge + gu * entropy
         if NEED_GRAD_I:
-            tl.store(gi_ptrs, _round_to(gu * q, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+            tl.store(gi_ptrs, round_to(gu * q, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
             gi_ptrs -= M
         gv = gu * p
         ga_sum += gv
@@ -298,7 +300,7 @@ def _ultradlif_fwd_kernel(
         else:
             u = lse + x
         s = _soft_spike(u, e, threshold, HARD)
-        tl.store(s_ptrs, _round_to(s, spikes_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+        tl.store(s_ptrs, round_to(s, spikes_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
         if SAVE:
             if LEAK_BEFORE:
                 tl.store(k_ptrs, w, mask=mask)
@@ -315,7 +317,7 @@ def _ultradlif_fwd_kernel(
         x_ptrs += M
         s_ptrs += M
         k_ptrs += M
-    tl.store(v_last_ptr + idx, _round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+    tl.store(v_last_ptr + idx, round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -394,7 +396,7 @@ def _ultradlif_bwd_kernel(
             gw = g_own + gl * pc + tl.load(plane_l + right, mask=mask, other=0.0) \
                 + tl.load(plane_r + left, mask=mask, other=0.0)
             if NEED_GRAD_I:
-                tl.store(gi_ptrs, _round_to(gw, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+                tl.store(gi_ptrs, round_to(gw, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
                 gi_ptrs -= M
             gv = gw * tau
             gw_next = gw
@@ -418,7 +420,7 @@ def _ultradlif_bwd_kernel(
             gu = gu + gr
             geps += ge + gu * h
             if NEED_GRAD_I:
-                tl.store(gi_ptrs, _round_to(gu, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+                tl.store(gi_ptrs, round_to(gu, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
                 gi_ptrs -= M
             gtau += gu * pc / tau                      # centre term v + log tau0
             tl.store(plane_l + idx, gu * pl, mask=mask)
@@ -508,8 +510,8 @@ def ultra_forward(
     Returns ``(spikes [T, ...] dtype of i, v_last [...] dtype of i, kept [T, ...] f32 or None)``."""
     T, step = i.shape[0], i.shape[1:]
     m = step.numel()
-    if m > _MAX_NEURONS:
-        raise ValueError(f"i: the UltraLIF kernels take at most {_MAX_NEURONS} neurons per step "
+    if m > MAX_NEURONS:
+        raise ValueError(f"i: the UltraLIF kernels take at most {MAX_NEURONS} neurons per step "
                          f"(int32 offsets within a step), got {m} (shape {tuple(i.shape)})")
     spikes = torch.empty_like(i)
     v_last = torch.empty(step, dtype=i.dtype, device=i.device)
@@ -518,13 +520,14 @@ def ultra_forward(
         return spikes, v_last, kept
     flags = dict(HAS_V0=v0 is not None, EPS_PER_NEURON=eps is not None,
                  TAU_PER_NEURON=tau0 is not None, SAVE=save, RESET=spec.reset, HARD=spec.hard)
-    common = (i, _or(v0, i), _or(eps, i), _or(tau0, i), spikes, _or(kept, spikes), v_last)
-    with _on_device(i.device):
+    common = (i, or_placeholder(v0, i), or_placeholder(eps, i), or_placeholder(tau0, i), spikes,
+              or_placeholder(kept, spikes), v_last)
+    with on_device(i.device):
         if spec.family == "lif":
-            block, warps = _launch_config(m, i.device)
+            block, warps = launch_config(m, i.device)
             _ultralif_fwd_kernel[(triton.cdiv(m, block),)](
                 *common, T, m, eps_scalar, tau0_scalar, spec.threshold, **flags,
-                NATIVE_ROUND=_native_round(), BLOCK=block, num_warps=warps,
+                NATIVE_ROUND=native_round(), BLOCK=block, num_warps=warps,
             )
         else:
             n = step[-1]
@@ -534,7 +537,7 @@ def ultra_forward(
             _ultradlif_fwd_kernel[(triton.cdiv(rows, block_r),)](
                 *common, scratch, T, rows, n, eps_scalar, tau0_scalar, spec.threshold, **flags,
                 LEAK_BEFORE=spec.leak_before_lse, RESET_PRE=spec.reset_pre_lse,
-                NATIVE_ROUND=_native_round(), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
+                NATIVE_ROUND=native_round(), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
             )
     return spikes, v_last, kept
 
@@ -565,18 +568,18 @@ def ultra_backward(
         return grad_i, grad_v0, grad_eps, grad_tau
     grad_spikes = None if grad_spikes is None else grad_spikes.contiguous()
     grad_v_last = None if grad_v_last is None else grad_v_last.contiguous()
-    ins = (kept, _or(grad_spikes, kept), _or(grad_v_last, kept), _or(v0, kept), _or(eps, kept),
-           _or(tau0, kept))
-    outs = (_or(grad_i, kept), grad_v0, grad_eps, grad_tau)
+    ins = (kept, or_placeholder(grad_spikes, kept), or_placeholder(grad_v_last, kept),
+           or_placeholder(v0, kept), or_placeholder(eps, kept), or_placeholder(tau0, kept))
+    outs = (or_placeholder(grad_i, kept), grad_v0, grad_eps, grad_tau)
     flags = dict(HAS_GRAD_SPIKES=grad_spikes is not None, HAS_GRAD_V_LAST=grad_v_last is not None,
                  HAS_V0=v0 is not None, EPS_PER_NEURON=eps is not None,
                  TAU_PER_NEURON=tau0 is not None, NEED_GRAD_I=need_grad_i, RESET=spec.reset)
-    with _on_device(device):
+    with on_device(device):
         if spec.family == "lif":
-            block, warps = _launch_config(m, device)
+            block, warps = launch_config(m, device)
             _ultralif_bwd_kernel[(triton.cdiv(m, block),)](
                 *ins, *outs, T, m, eps_scalar, tau0_scalar, spec.threshold, **flags,
-                NATIVE_ROUND=_native_round(), BLOCK=block, num_warps=warps,
+                NATIVE_ROUND=native_round(), BLOCK=block, num_warps=warps,
             )
         else:
             n = step[-1]
@@ -586,7 +589,7 @@ def ultra_backward(
             _ultradlif_bwd_kernel[(triton.cdiv(rows, block_r),)](
                 *ins, scratch, *outs, T, rows, n, eps_scalar, tau0_scalar, spec.threshold,
                 **flags, LEAK_BEFORE=spec.leak_before_lse, RESET_PRE=spec.reset_pre_lse,
-                NATIVE_ROUND=_native_round(), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
+                NATIVE_ROUND=native_round(), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
             )
     return grad_i, grad_v0, grad_eps, grad_tau
 
