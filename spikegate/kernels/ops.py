@@ -26,8 +26,9 @@ fold that check into the forward launch; the reference returns false and leaves 
 ``lif_sequence``). Gradients that are not needed come back as ``[0]`` tensors and are turned into
 None by the autograd formula. Every op has a fake (meta) implementation, so tracing needs no data.
 
-Eager calls skip the dispatcher (see :class:`LIFOps`): ``lif_sequence`` calls
-``lif_reference(...)`` / ``lif_kernels(...)``, which take the op only while tracing.
+Eager calls skip the dispatcher (see :class:`KernelOps`, which :class:`LIFOps` builds on):
+``lif_sequence`` calls ``lif_reference(...)`` / ``lif_kernels(...)``, which take the op only while
+tracing.
 """
 
 from __future__ import annotations
@@ -183,59 +184,25 @@ def _autograd_backward(backward_fn: Callable) -> Callable:
     return backward
 
 
-class LIFOps:
-    """A forward/backward pair with the schema above, from two plain functions.
+class LIFOps(KernelOps):
+    """A :class:`KernelOps` pair with the LIF schema above, from two plain functions and the
+    forward's fake (the backward's fake, the context and the autograd formula are the schema's).
 
-    ``forward`` / ``backward`` are the registered custom ops (``spikegate::<name>_forward`` /
-    ``_backward``) with fakes and the autograd formula; what ``torch.compile`` and
-    ``torch.export`` trace. ``__call__`` runs the forward with autograd: through the op while
-    tracing, and otherwise through an ``autograd.Function`` that calls the same two functions
-    directly, since an eager call through the dispatcher costs a few hundred microseconds of
-    Python per layer on a CPU. Both routes run the same code, and tests compare them.
+    ``__call__`` returns ``(spikes, v_last, kept, nonfinite)`` with autograd, from the forward's
+    inputs; ``kept`` and ``nonfinite`` carry no gradient.
     """
 
     def __init__(self, name: str, forward_fn: Callable, backward_fn: Callable,
                  fake_forward: Callable) -> None:
-        self.forward = torch.library.custom_op(f"spikegate::{name}_forward", forward_fn,
-                                               mutates_args=())
-        self.backward = torch.library.custom_op(f"spikegate::{name}_backward", backward_fn,
-                                                mutates_args=())
-        self.forward.register_fake(fake_forward)
-        self.backward.register_fake(_fake_backward)
-        self.forward.register_autograd(_autograd_backward(self.backward),
-                                       setup_context=_setup_context)
-        self._eager = _eager_function(forward_fn, backward_fn)
-
-    def __call__(self, *inputs):
-        """``(spikes, v_last, kept, nonfinite)`` with autograd, from the forward's inputs."""
-        if torch.compiler.is_compiling():
-            return self.forward(*inputs)
-        return self._eager.apply(*inputs)
+        super().__init__(name, forward_fn, backward_fn, fake_forward=fake_forward,
+                         fake_backward=_fake_backward, setup_context=_setup_context,
+                         autograd_backward=_autograd_backward, non_differentiable=(2, 3))
 
 
 def _fake_backward(kept, grad_spikes, grad_v_last, v0, beta, beta_value, threshold, reset,
                    surrogate, surrogate_params, detach_reset, need_x, need_v0, need_beta,
                    x_dtype):
     return _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype)
-
-
-def _eager_function(forward_fn: Callable, backward_fn: Callable) -> type:
-    backward = _autograd_backward(backward_fn)
-
-    class EagerLIF(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *inputs):
-            output = forward_fn(*inputs)
-            _setup_context(ctx, inputs, output)
-            ctx.mark_non_differentiable(output[2], output[3])
-            return output
-
-        @staticmethod
-        @torch.autograd.function.once_differentiable
-        def backward(ctx, *grads):
-            return backward(ctx, *grads)
-
-    return EagerLIF
 
 
 # ---------------------------------------------------------------------------------------------
