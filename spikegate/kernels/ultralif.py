@@ -35,7 +35,6 @@ its scratch traffic, which stays in L1/L2 (one row plane per step, reused). Per-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
@@ -45,13 +44,16 @@ import triton.language as tl
 from spikegate.kernels.common import (
     MAX_NEURONS, launch_config, native_round, on_device, or_placeholder, round_to,
 )
+from spikegate.kernels.ops import nothing
+from spikegate.kernels.ultralif_ops import (
+    UltraOps, check_differentiable, gradient_outputs, ultra_call,
+)
 from spikegate.neurons.checks import KERNEL_DTYPES
 
 __all__ = [
-    "UltraSpec",
+    "ultra_kernels",
     "ultra_forward",
     "ultra_backward",
-    "UltraTritonFunction",
     "ultralif_triton",
     "ultradlif_triton",
     "ultra_saved_bytes_per_neuron_step",
@@ -438,21 +440,9 @@ def _ultradlif_bwd_kernel(
 
 
 # --------------------------------------------------------------------------------------------- #
-# Launchers: pure functions of tensors (ready to be registered as custom ops)
+# Launchers, registered as the torch custom ops spikegate::ultra_forward / ultra_backward
+# (schema, fakes and autograd: spikegate.kernels.ultralif_ops)
 # --------------------------------------------------------------------------------------------- #
-
-
-@dataclass(frozen=True)
-class UltraSpec:
-    """What a launch computes: ``family`` ``"lif"`` (UltraLIF) or ``"dlif"`` (UltraDLIF), and the
-    switches of :func:`spikegate.neurons.ultradlif_sequence`."""
-
-    family: str
-    threshold: float
-    reset: bool = True
-    hard: bool = False
-    leak_before_lse: bool = False
-    reset_pre_lse: bool = False
 
 
 def ultra_saved_bytes_per_neuron_step(dtype: torch.dtype) -> int:
@@ -478,7 +468,7 @@ def _check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _per_neuron(p: Optional[torch.Tensor], step_shape: torch.Size) -> Optional[torch.Tensor]:
-    """A tensor parameter as the kernels read it, ``[M]`` float32; None stays None."""
+    """A tensor input as the kernels read it, ``[M]`` float32; None stays None."""
     if p is None:
         return None
     return p.detach().to(torch.float32).expand(step_shape).contiguous()
@@ -494,179 +484,125 @@ def _dlif_config(rows: int, n: int, device: torch.device) -> tuple[int, int, int
     return block_r, block_n, 4 if block_n * block_r <= 2048 else 8
 
 
-def ultra_forward(
-    i: torch.Tensor,
-    v0: Optional[torch.Tensor],
-    eps: Optional[torch.Tensor],
-    tau0: Optional[torch.Tensor],
-    eps_scalar: float,
-    tau0_scalar: float,
-    spec: UltraSpec,
-    *,
+def _kernel_forward(
+    i: torch.Tensor, v0: Optional[torch.Tensor], eps: Optional[torch.Tensor],
+    tau0: Optional[torch.Tensor], eps_value: float, tau0_value: float, coupled: bool,
+    threshold: float, reset: bool, hard: bool, leak_before_lse: bool, reset_pre_lse: bool,
     save: bool,
-) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """One forward launch. ``i [T, B, ...]`` contiguous; ``v0`` float32 ``[B, ...]`` or None;
-    ``eps``/``tau0`` float32 ``[B, ...]`` per neuron or None (then the scalars are used).
-    Returns ``(spikes [T, ...] dtype of i, v_last [...] dtype of i, kept [T, ...] f32 or None)``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward launch: ``(spikes [T, ...] dtype of i, v_last [...] dtype of i, kept [T, ...]
+    float32 or [0])``. ``eps`` / ``tau0`` are read per neuron in float32 (None: the floats)."""
+    _check_kernel_dtype(i.dtype)
+    i = i.contiguous()
     T, step = i.shape[0], i.shape[1:]
     m = step.numel()
     if m > MAX_NEURONS:
         raise ValueError(f"i: the UltraLIF kernels take at most {MAX_NEURONS} neurons per step "
                          f"(int32 offsets within a step), got {m} (shape {tuple(i.shape)})")
+    v0, eps, tau0 = (_per_neuron(p, step) for p in (v0, eps, tau0))
     spikes = torch.empty_like(i)
     v_last = torch.empty(step, dtype=i.dtype, device=i.device)
     kept = torch.empty(i.shape, dtype=torch.float32, device=i.device) if save else None
-    if m == 0:
-        return spikes, v_last, kept
-    flags = dict(HAS_V0=v0 is not None, EPS_PER_NEURON=eps is not None,
-                 TAU_PER_NEURON=tau0 is not None, SAVE=save, RESET=spec.reset, HARD=spec.hard)
-    common = (i, or_placeholder(v0, i), or_placeholder(eps, i), or_placeholder(tau0, i), spikes,
-              or_placeholder(kept, spikes), v_last)
-    with on_device(i.device):
-        if spec.family == "lif":
-            block, warps = launch_config(m, i.device)
-            _ultralif_fwd_kernel[(triton.cdiv(m, block),)](
-                *common, T, m, eps_scalar, tau0_scalar, spec.threshold, **flags,
-                NATIVE_ROUND=native_round(), BLOCK=block, num_warps=warps,
-            )
-        else:
-            n = step[-1]
-            rows = m // n
-            block_r, block_n, warps = _dlif_config(rows, n, i.device)
-            scratch = torch.empty((2, rows, n), dtype=torch.float32, device=i.device)
-            _ultradlif_fwd_kernel[(triton.cdiv(rows, block_r),)](
-                *common, scratch, T, rows, n, eps_scalar, tau0_scalar, spec.threshold, **flags,
-                LEAK_BEFORE=spec.leak_before_lse, RESET_PRE=spec.reset_pre_lse,
-                NATIVE_ROUND=native_round(), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
-            )
-    return spikes, v_last, kept
+    if m > 0:
+        flags = dict(HAS_V0=v0 is not None, EPS_PER_NEURON=eps is not None,
+                     TAU_PER_NEURON=tau0 is not None, SAVE=save, RESET=reset, HARD=hard,
+                     NATIVE_ROUND=native_round())
+        args = (i, or_placeholder(v0, i), or_placeholder(eps, i), or_placeholder(tau0, i), spikes,
+                or_placeholder(kept, spikes), v_last)
+        with on_device(i.device):
+            if not coupled:
+                block, warps = launch_config(m, i.device)
+                _ultralif_fwd_kernel[(triton.cdiv(m, block),)](
+                    *args, T, m, eps_value, tau0_value, threshold, **flags, BLOCK=block,
+                    num_warps=warps,
+                )
+            else:
+                n = step[-1]
+                rows = m // n
+                block_r, block_n, warps = _dlif_config(rows, n, i.device)
+                scratch = torch.empty((2, rows, n), dtype=torch.float32, device=i.device)
+                _ultradlif_fwd_kernel[(triton.cdiv(rows, block_r),)](
+                    *args, scratch, T, rows, n, eps_value, tau0_value, threshold, **flags,
+                    LEAK_BEFORE=leak_before_lse, RESET_PRE=reset_pre_lse, BLOCK_R=block_r,
+                    BLOCK_N=block_n, num_warps=warps,
+                )
+    return spikes, v_last, or_placeholder(kept, nothing(i))
 
 
-def ultra_backward(
-    kept: torch.Tensor,
-    grad_spikes: Optional[torch.Tensor],
-    grad_v_last: Optional[torch.Tensor],
-    v0: Optional[torch.Tensor],
-    eps: Optional[torch.Tensor],
-    tau0: Optional[torch.Tensor],
-    eps_scalar: float,
-    tau0_scalar: float,
-    spec: UltraSpec,
-    *,
-    grad_dtype: torch.dtype,
-    need_grad_i: bool = True,
-) -> tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One backward launch from the kept ``[T, ...]`` float32 value. Returns ``(grad_i [T, ...]
-    in grad_dtype or None, grad_v0, grad_eps, grad_tau0)``, the last three float32 per neuron
-    ``[...]`` (sum them to the parameters' shapes)."""
+def _fake_forward(i, v0, eps, tau0, eps_value, tau0_value, coupled, threshold, reset, hard,
+                  leak_before_lse, reset_pre_lse, save):
+    kept = i.new_empty(i.shape, dtype=torch.float32) if save else nothing(i)
+    return i.new_empty(i.shape), i.new_empty(i.shape[1:]), kept
+
+
+def _kernel_backward(
+    kept: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
+    v0: Optional[torch.Tensor], eps: Optional[torch.Tensor], tau0: Optional[torch.Tensor],
+    eps_value: float, tau0_value: float, coupled: bool, threshold: float, reset: bool,
+    hard: bool, leak_before_lse: bool, reset_pre_lse: bool, need_i: bool, need_v0: bool,
+    need_eps: bool, need_tau0: bool, i_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One backward launch from the kept ``[T, ...]`` float32 value: ``(grad_i in i_dtype,
+    grad_v0, grad_eps, grad_tau0)`` summed to the inputs' shapes, ``[0]`` for those not needed.
+    Gradients that do not arrive (None) are not read."""
+    check_differentiable(hard)
     T, step, device = kept.shape[0], kept.shape[1:], kept.device
     m = step.numel()
-    grad_i = torch.empty(kept.shape, dtype=grad_dtype, device=device) if need_grad_i else None
+    v0_f32, eps_f32, tau_f32 = (_per_neuron(p, step) for p in (v0, eps, tau0))
+    grad_i = torch.empty(kept.shape, dtype=i_dtype, device=device) if need_i else None
     grad_v0, grad_eps, grad_tau = (torch.zeros(step, dtype=torch.float32, device=device)
                                    for _ in range(3))
-    if m == 0:
-        return grad_i, grad_v0, grad_eps, grad_tau
-    grad_spikes = None if grad_spikes is None else grad_spikes.contiguous()
-    grad_v_last = None if grad_v_last is None else grad_v_last.contiguous()
-    ins = (kept, or_placeholder(grad_spikes, kept), or_placeholder(grad_v_last, kept),
-           or_placeholder(v0, kept), or_placeholder(eps, kept), or_placeholder(tau0, kept))
-    outs = (or_placeholder(grad_i, kept), grad_v0, grad_eps, grad_tau)
-    flags = dict(HAS_GRAD_SPIKES=grad_spikes is not None, HAS_GRAD_V_LAST=grad_v_last is not None,
-                 HAS_V0=v0 is not None, EPS_PER_NEURON=eps is not None,
-                 TAU_PER_NEURON=tau0 is not None, NEED_GRAD_I=need_grad_i, RESET=spec.reset)
-    with on_device(device):
-        if spec.family == "lif":
-            block, warps = launch_config(m, device)
-            _ultralif_bwd_kernel[(triton.cdiv(m, block),)](
-                *ins, *outs, T, m, eps_scalar, tau0_scalar, spec.threshold, **flags,
-                NATIVE_ROUND=native_round(), BLOCK=block, num_warps=warps,
-            )
-        else:
-            n = step[-1]
-            rows = m // n
-            block_r, block_n, warps = _dlif_config(rows, n, device)
-            scratch = torch.empty((3, rows, n), dtype=torch.float32, device=device)
-            _ultradlif_bwd_kernel[(triton.cdiv(rows, block_r),)](
-                *ins, scratch, *outs, T, rows, n, eps_scalar, tau0_scalar, spec.threshold,
-                **flags, LEAK_BEFORE=spec.leak_before_lse, RESET_PRE=spec.reset_pre_lse,
-                NATIVE_ROUND=native_round(), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
-            )
-    return grad_i, grad_v0, grad_eps, grad_tau
+    if m > 0:
+        grad_spikes = None if grad_spikes is None else grad_spikes.contiguous()
+        grad_v_last = None if grad_v_last is None else grad_v_last.contiguous()
+        ins = (kept, or_placeholder(grad_spikes, kept), or_placeholder(grad_v_last, kept),
+               or_placeholder(v0_f32, kept), or_placeholder(eps_f32, kept),
+               or_placeholder(tau_f32, kept))
+        outs = (or_placeholder(grad_i, kept), grad_v0, grad_eps, grad_tau)
+        flags = dict(HAS_GRAD_SPIKES=grad_spikes is not None,
+                     HAS_GRAD_V_LAST=grad_v_last is not None, HAS_V0=v0_f32 is not None,
+                     EPS_PER_NEURON=eps_f32 is not None, TAU_PER_NEURON=tau_f32 is not None,
+                     NEED_GRAD_I=need_i, RESET=reset, NATIVE_ROUND=native_round())
+        with on_device(device):
+            if not coupled:
+                block, warps = launch_config(m, device)
+                _ultralif_bwd_kernel[(triton.cdiv(m, block),)](
+                    *ins, *outs, T, m, eps_value, tau0_value, threshold, **flags, BLOCK=block,
+                    num_warps=warps,
+                )
+            else:
+                n = step[-1]
+                rows = m // n
+                block_r, block_n, warps = _dlif_config(rows, n, device)
+                scratch = torch.empty((3, rows, n), dtype=torch.float32, device=device)
+                _ultradlif_bwd_kernel[(triton.cdiv(rows, block_r),)](
+                    *ins, scratch, *outs, T, rows, n, eps_value, tau0_value, threshold,
+                    **flags, LEAK_BEFORE=leak_before_lse, RESET_PRE=reset_pre_lse,
+                    BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
+                )
+    return gradient_outputs(kept, grad_i, grad_v0, grad_eps, grad_tau, v0, eps, tau0, need_i,
+                            need_v0, need_eps, need_tau0)
 
 
-# --------------------------------------------------------------------------------------------- #
-# Autograd
-# --------------------------------------------------------------------------------------------- #
-
-
-def _split(p: Param, step: torch.Size) -> tuple[Optional[torch.Tensor], float]:
-    return (_per_neuron(p, step), 1.0) if isinstance(p, torch.Tensor) else (None, float(p))
-
-
-class UltraTritonFunction(torch.autograd.Function):
-    """UltraLIF / UltraDLIF over ``T`` steps as two Triton launches:
-    ``apply(i, v0, eps, tau0, spec) -> (spikes, v_last)``, gradients for all four tensors (``eps``
-    and ``tau0`` floats or tensors of any broadcastable shape, their gradients summed to it).
-
-    Keeps for backward the float32 membrane (4 bytes per neuron-step) and, per neuron, ``v0``,
-    ``eps`` and ``tau0`` in float32.
-    """
-
-    @staticmethod
-    def forward(ctx, i, v0, eps, tau0, spec):
-        _check_kernel_dtype(i.dtype)
-        step = i.shape[1:]
-        v0_f32 = None if v0 is None else v0.detach().to(torch.float32).contiguous()
-        (eps_t, eps_s), (tau_t, tau_s) = _split(eps, step), _split(tau0, step)
-        spikes, v_last, kept = ultra_forward(i.contiguous(), v0_f32, eps_t, tau_t, eps_s, tau_s,
-                                             spec, save=True)
-        ctx.save_for_backward(kept, v0_f32, eps_t, tau_t)
-        ctx.set_materialize_grads(False)
-        ctx.scalars = (eps_s, tau_s)
-        ctx.spec = spec
-        ctx.meta = tuple((p.shape, p.dtype) if isinstance(p, torch.Tensor) else None
-                         for p in (i, v0, eps, tau0))
-        return spikes, v_last
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_spikes, grad_v_last):
-        kept, v0_f32, eps_t, tau_t = ctx.saved_tensors
-        need = ctx.needs_input_grad[:4]
-        grad_i, grad_v0, grad_eps, grad_tau = ultra_backward(
-            kept, grad_spikes, grad_v_last, v0_f32, eps_t, tau_t, *ctx.scalars, ctx.spec,
-            grad_dtype=ctx.meta[0][1], need_grad_i=need[0],
-        )
-        out = [grad_i if need[0] else None]
-        for needed, grad, meta in zip(need[1:], (grad_v0, grad_eps, grad_tau), ctx.meta[1:]):
-            out.append(grad.sum_to_size(meta[0]).to(meta[1]) if needed and meta is not None else None)
-        return (*out, None)
-
-
-def _run(i, v0, eps, tau0, spec: UltraSpec):
-    tensors = [t for t in (i, v0, eps, tau0) if isinstance(t, torch.Tensor)]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return UltraTritonFunction.apply(i, v0, eps, tau0, spec)
-    # inference: nothing kept
-    _check_kernel_dtype(i.dtype)
-    step = i.shape[1:]
-    v0_f32 = None if v0 is None else v0.to(torch.float32).contiguous()
-    (eps_t, eps_s), (tau_t, tau_s) = _split(eps, step), _split(tau0, step)
-    spikes, v_last, _ = ultra_forward(i.contiguous(), v0_f32, eps_t, tau_t, eps_s, tau_s, spec,
-                                      save=False)
-    return spikes, v_last
+ultra_kernels = UltraOps("ultra", _kernel_forward, _kernel_backward, _fake_forward)
+ultra_forward = ultra_kernels.forward
+ultra_backward = ultra_kernels.backward
 
 
 def ultralif_triton(i: torch.Tensor, v0: Optional[torch.Tensor], eps: Param, tau0: Param, *,
                     threshold: float, reset: bool, hard: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """UltraLIF on the Triton kernels; arguments already validated by ``ultralif_sequence``."""
-    return _run(i, v0, eps, tau0, UltraSpec("lif", threshold, reset, hard))
+    """UltraLIF on the Triton kernels (the ``spikegate::ultra_forward`` op and its backward);
+    arguments already validated by ``ultralif_sequence``. ``eps`` / ``tau0``: floats, or tensors
+    broadcastable to the step shape (gradients summed to their shapes)."""
+    return ultra_call(ultra_kernels, i, v0, eps, tau0, coupled=False, threshold=threshold,
+                      reset=reset, hard=hard)
 
 
 def ultradlif_triton(i: torch.Tensor, v0: Optional[torch.Tensor], eps: Param, tau0: Param, *,
                      threshold: float, reset: bool, hard: bool, leak_before_lse: bool,
                      reset_pre_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """UltraDLIF on the Triton kernels; arguments already validated by ``ultradlif_sequence``."""
-    spec = UltraSpec("dlif", threshold, reset, hard, leak_before_lse, reset_pre_lse)
-    return _run(i, v0, eps, tau0, spec)
-
+    """UltraDLIF on the Triton kernels (the same ops, ``coupled=True``); arguments already
+    validated by ``ultradlif_sequence``."""
+    return ultra_call(ultra_kernels, i, v0, eps, tau0, coupled=True, threshold=threshold,
+                      reset=reset, hard=hard, leak_before_lse=leak_before_lse,
+                      reset_pre_lse=reset_pre_lse)
