@@ -254,7 +254,8 @@ def reference_forward(
         spikes[t] = s
         if kept is not None:
             kept[t] = k
-    return spikes, v.to(i.dtype, copy=True), kept
+    # a fresh contiguous v_last (the op's fake has those strides, whatever i's layout)
+    return spikes, v.to(i.dtype, memory_format=torch.contiguous_format, copy=True), kept
 
 
 # Steps per block of the backward: its [block, ...] coefficient buffers stay in cache.
