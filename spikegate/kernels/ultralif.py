@@ -606,3 +606,75 @@ def ultradlif_triton(i: torch.Tensor, v0: Optional[torch.Tensor], eps: Param, ta
     return ultra_call(ultra_kernels, i, v0, eps, tau0, coupled=True, threshold=threshold,
                       reset=reset, hard=hard, leak_before_lse=leak_before_lse,
                       reset_pre_lse=reset_pre_lse)
+
+
+# --------------------------------------------------------------------------------------------- #
+# Ahead-of-time compile cases (spikegate.kernels.aot, ``spikegate bench lif --compile-check``)
+# --------------------------------------------------------------------------------------------- #
+
+_TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def aot_cases() -> list:
+    """The four kernels as a training step launches them (v0, per-neuron eps and tau0, both
+    incoming gradients, reset, soft spikes), per dtype. UltraLIF at an aligned step (``M`` a
+    multiple of 16, every pointer 16-byte aligned; 1024 neurons and 4 warps per program, as on a
+    large layer) and an unaligned one (``M`` odd, ``i`` a slice off alignment); UltraDLIF in the
+    paper's form at rows of ``N = 64`` (aligned: 16 rows a program) and ``N = 100`` (128 lanes a
+    row, 8 rows), and in the released code's form (``leak_before_lse``, ``reset_pre_lse``) at
+    ``N = 64``."""
+    from spikegate.kernels.aot import CompileCase
+
+    cases = []
+    for dtype, tt in _TRITON_TYPES.items():
+        lif_fwd = {"i_ptr": f"*{tt}", "v0_ptr": "*fp32", "eps_ptr": "*fp32", "tau_ptr": "*fp32",
+                   "spikes_ptr": f"*{tt}", "saved_ptr": "*fp32", "v_last_ptr": f"*{tt}"}
+        lif_bwd = {"saved_ptr": "*fp32", "grad_spikes_ptr": f"*{tt}", "grad_v_last_ptr": f"*{tt}",
+                   "v0_ptr": "*fp32", "eps_ptr": "*fp32", "tau_ptr": "*fp32"}
+        grads = {"grad_i_ptr": f"*{tt}", "grad_v0_ptr": "*fp32", "grad_eps_ptr": "*fp32",
+                 "grad_tau_ptr": "*fp32"}
+        scalars = {"eps": "fp32", "tau0": "fp32", "threshold": "fp32"}
+        fwd_flags = dict(HAS_V0=True, EPS_PER_NEURON=True, TAU_PER_NEURON=True, SAVE=True,
+                         RESET=True, HARD=False)
+        bwd_flags = dict(HAS_GRAD_SPIKES=True, HAS_GRAD_V_LAST=True, HAS_V0=True,
+                         EPS_PER_NEURON=True, TAU_PER_NEURON=True, NEED_GRAD_I=True, RESET=True)
+        specs = []
+        for shape, aligned_shape in (("aligned, M % 16 == 0", True),
+                                     ("unaligned, M odd, i[1:]", False)):
+            ints = {"T": "i32", "M": "i32"}
+            tiles = dict(BLOCK=1024)
+            specs += [
+                ("_ultralif_fwd_kernel", shape, aligned_shape, {**lif_fwd, **ints, **scalars},
+                 {**fwd_flags, "NATIVE_ROUND": True, **tiles}, 4, {"i_ptr"}),
+                ("_ultralif_bwd_kernel", shape, aligned_shape,
+                 {**lif_bwd, **grads, **ints, **scalars},
+                 {**bwd_flags, "NATIVE_ROUND": True, **tiles}, 4, set()),
+            ]
+        for shape, aligned_shape, n, leak in (("rows N = 64", True, 64, False),
+                                              ("rows N = 100", False, 100, False),
+                                              ("rows N = 64, released form", True, 64, True)):
+            block_r, block_n, warps = _dlif_config(1 << 16, n, torch.device("cuda"))
+            ints = {"T": "i32", "R": "i32", "N": "i32"}
+            variant = dict(LEAK_BEFORE=leak, RESET_PRE=leak, NATIVE_ROUND=True, BLOCK_R=block_r,
+                           BLOCK_N=block_n)
+            specs += [
+                ("_ultradlif_fwd_kernel", shape, aligned_shape,
+                 {**lif_fwd, "scratch_ptr": "*fp32", **ints, **scalars},
+                 {**fwd_flags, **variant}, warps, set()),
+                ("_ultradlif_bwd_kernel", shape, aligned_shape,
+                 {**lif_bwd, "scratch_ptr": "*fp32", **grads, **ints, **scalars},
+                 {**bwd_flags, **variant}, warps, set()),
+            ]
+        for kernel, shape, aligned_shape, sig, const, warps, off_when_unaligned in specs:
+            # pointers from torch allocations are 16-byte aligned, ints divisible by 16 are
+            # specialized at launch: both only at the aligned shapes (but the row length N = 64)
+            pointers = [p for p, kind in sig.items() if kind.startswith("*")
+                        and (aligned_shape or p not in off_when_unaligned)]
+            ints = [p for p in ("M", "R", "N") if aligned_shape and p in sig]
+            aligned = tuple(pointers + ints)
+            cases.append(CompileCase(
+                kernel=kernel, module=__name__, function=kernel, shape=shape, dtype=dtype,
+                signature={**sig, **{k: "constexpr" for k in const}}, constexprs=const,
+                aligned=aligned, num_warps=warps, aligned_shape=aligned_shape,
+            ))
+    return cases
