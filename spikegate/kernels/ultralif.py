@@ -4,6 +4,10 @@ The math is :func:`spikegate.neurons.ultralif_sequence` and :func:`ultradlif_seq
 (the UltraLIF paper, Defs. 4.1 and 4.2); their torch references ``ultralif_reference`` and
 ``ultradlif_reference`` are the oracles these kernels are tested against.
 
+The kernels run as the torch custom ops ``spikegate::ultra_forward`` / ``spikegate::ultra_backward``
+(schema, fakes and autograd: :mod:`spikegate.kernels.ultralif_ops`; ``coupled`` selects UltraDLIF),
+so torch.compile and torch.export see one op per direction.
+
 Layout. ``i [T, B, ...]`` is made contiguous and seen as ``[T, M]``. UltraLIF is elementwise: the
 grid covers the ``M`` neurons of a step, ``BLOCK`` per program, each program looping over ``t``
 with the membrane in registers (the pattern of ``spikegate.kernels.lif``). UltraDLIF couples

@@ -35,8 +35,15 @@ places; these switches reproduce it, the paper form being the default:
   add ``log tau0`` (the max-plus image of the product).
 
 Two backends compute it: the fused Triton kernels (``spikegate.kernels.ultralif``, one launch for
-all T steps each way) and the torch reference below, a per-step loop of differentiable torch ops
-(autograd through the unrolled graph), which is the CPU path and the kernels' oracle.
+all T steps each way) and the torch reference below (``reference_forward`` /
+``reference_backward``), the CPU path: a per-step loop without a graph that keeps only the
+membrane ``u[t]`` (``w[t]`` with ``leak_before_lse``), 4 bytes per neuron-step, and a backward of
+its own that rebuilds spikes, resets and LSE weights from it. Both run as torch custom ops with
+one schema (``spikegate.kernels.ultralif_ops``), so that ``torch.compile`` (``fullgraph=True``)
+and ``torch.export`` trace an UltraLIF network as one op per direction and layer; the value
+checks (``validate``) run in eager calls only. ``ultralif_reference`` / ``ultradlif_reference``,
+the equations stepped in differentiable torch ops (autograd through the unrolled steps), are the
+oracle of the kernels and of ``reference_backward``.
 """
 
 from __future__ import annotations
