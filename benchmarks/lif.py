@@ -695,9 +695,9 @@ def main(argv: Optional[list] = None) -> int:
 def compile_check(out: Optional[Path], command: str = SCRIPT) -> int:
     """``--compile-check``: the sm_90 ahead-of-time report of ``spikegate.kernels.aot``; 1 when a
     kernel spills or converts layouts inside its time loop at an aligned shape."""
-    from spikegate.kernels.aot import check_lif_kernels, report_markdown
+    from spikegate.kernels.aot import check_kernels, report_markdown
 
-    results = check_lif_kernels()
+    results = check_kernels()  # every kernel module: LIF and the UltraLIF family
     meta = harness.environment(torch.device("cpu"), command, target="sm_90 (compiled, not run)")
     report = harness.environment_lines(meta) + "\n\n" + report_markdown(results)
     print(report)

@@ -15,11 +15,11 @@ trips) inside a time loop. Triton compiles ahead of time for any target with its
 ``failures`` lists what must not happen at an aligned shape: a spill or a layout conversion
 inside the loop. Unaligned shapes are reported, and fail only on spills.
 
-Each kernel module lists its cases (``aot_cases()`` in :mod:`spikegate.kernels.lif`) and is named
-in ``KERNEL_MODULES``. The compile
-runs in a child process without ``TRITON_INTERPRET``: with it set, ``triton.jit`` builds
-interpreter objects that cannot be compiled. ``python -m spikegate.kernels.aot`` prints the
-report; ``spikegate bench lif --compile-check`` runs it too.
+Each kernel module lists its cases (``aot_cases()`` in :mod:`spikegate.kernels.lif` and
+:mod:`spikegate.kernels.ultralif`) and is named in ``KERNEL_MODULES``. The compile runs in a child
+process without ``TRITON_INTERPRET``: with it set, ``triton.jit`` builds interpreter objects that
+cannot be compiled. ``python -m spikegate.kernels.aot`` prints the report of every module;
+``spikegate bench lif --compile-check`` runs it too.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 __all__ = [
-    "CompileCase", "KernelReport", "KERNEL_MODULES", "check_lif_kernels", "report_markdown",
-    "compile_case",
+    "CompileCase", "KernelReport", "KERNEL_MODULES", "check_kernels", "check_lif_kernels",
+    "report_markdown", "compile_case",
 ]
 
 TARGET = ("cuda", 90, 32)  # backend, compute capability, warp size: H100
@@ -189,19 +189,23 @@ def compile_case(case: CompileCase) -> KernelReport:
 
 
 # Kernel modules whose ``aot_cases()`` the check compiles.
-KERNEL_MODULES = ("spikegate.kernels.lif",)
+KERNEL_MODULES = ("spikegate.kernels.lif", "spikegate.kernels.ultralif")
+LIF_MODULE = "spikegate.kernels.lif"
 
 
-def _cases(dtypes: Optional[Sequence[str]]) -> list[CompileCase]:
+def _cases(modules: Sequence[str], dtypes: Optional[Sequence[str]]) -> list[CompileCase]:
     import importlib
 
-    cases = [c for m in KERNEL_MODULES for c in importlib.import_module(m).aot_cases()]
+    cases = [c for m in modules for c in importlib.import_module(m).aot_cases()]
     return [c for c in cases if dtypes is None or c.dtype in dtypes]
 
 
 def _child_main(argv: Sequence[str]) -> int:
-    dtypes = argv[argv.index("--dtypes") + 1].split(",") if "--dtypes" in argv else None
-    reports = [asdict(compile_case(c)) for c in _cases(dtypes)]
+    def option(name: str) -> Optional[list[str]]:
+        return argv[argv.index(name) + 1].split(",") if name in argv else None
+
+    modules = option("--modules") or KERNEL_MODULES
+    reports = [asdict(compile_case(c)) for c in _cases(modules, option("--dtypes"))]
     print(json.dumps(reports))
     return 0
 
@@ -209,13 +213,21 @@ def _child_main(argv: Sequence[str]) -> int:
 def check_lif_kernels(
     dtypes: Optional[Sequence[str]] = None, timeout: float = 900,
 ) -> list[KernelReport]:
-    """Compile every case of ``KERNEL_MODULES`` (today the LIF kernels) for sm_90 in a child
-    process without ``TRITON_INTERPRET``; ``dtypes`` (``"float32"``, ``"float16"``,
-    ``"bfloat16"``) limits the cases."""
+    """:func:`check_kernels` of the LIF kernels alone."""
+    return check_kernels((LIF_MODULE,), dtypes, timeout)
+
+
+def check_kernels(
+    modules: Sequence[str] = KERNEL_MODULES, dtypes: Optional[Sequence[str]] = None,
+    timeout: float = 900,
+) -> list[KernelReport]:
+    """Compile every case of the kernel ``modules`` (default ``KERNEL_MODULES``: LIF and the
+    UltraLIF family) for sm_90 in a child process without ``TRITON_INTERPRET``; ``dtypes``
+    (``"float32"``, ``"float16"``, ``"bfloat16"``) limits the cases."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     repo = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
-    cmd = [sys.executable, "-m", "spikegate.kernels.aot", "--json"]
+    cmd = [sys.executable, "-m", "spikegate.kernels.aot", "--json", "--modules", ",".join(modules)]
     if dtypes:
         cmd += ["--dtypes", ",".join(dtypes)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -244,7 +256,7 @@ def report_markdown(reports: Sequence[KernelReport]) -> str:
 def _main(argv: Sequence[str]) -> int:
     if "--json" in argv:
         return _child_main(argv)
-    reports = check_lif_kernels()
+    reports = check_kernels()
     print(report_markdown(reports))
     return 1 if any(r.failures for r in reports) else 0
 

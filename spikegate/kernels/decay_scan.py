@@ -38,18 +38,19 @@ as one op per direction. The forward keeps ``z``, ``h``, ``r`` and ``h0``; the b
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
+from spikegate.kernels.common import on_device, or_placeholder, sm_count
+from spikegate.kernels.ops import KernelOps, nothing
 from spikegate.neurons.checks import KERNEL_DTYPES
 
 __all__ = [
-    "decay_scan_triton", "decay_scan_forward", "decay_scan_backward", "DecayScanTritonFunction",
+    "decay_scan_triton", "decay_scan_kernels", "decay_scan_forward", "decay_scan_backward",
+    "DecayScanTritonFunction",
     "decay_scan_bytes_per_element",
 ]
 
@@ -205,11 +206,6 @@ def decay_scan_bytes_per_element(
     return (4 * b if backward else 2 * b) + (b if chunked else 0)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def _launch_plan(T: int, m: int, device: torch.device, chunk: Optional[int]):
     """``(BLOCK, C, n)``: columns per program, steps per chunk, chunks. On CUDA, 256 columns per
     program and as many chunks (of at least 64 steps, at most 64 of them) as it takes to give
@@ -222,13 +218,9 @@ def _launch_plan(T: int, m: int, device: torch.device, chunk: Optional[int]):
         block = 256
         programs = triton.cdiv(m, block)
         index = device.index if device.index is not None else torch.cuda.current_device()
-        n = max(1, min(_MAX_CHUNKS, T // _MIN_CHUNK, triton.cdiv(4 * _sm_count(index), programs)))
+        n = max(1, min(_MAX_CHUNKS, T // _MIN_CHUNK, triton.cdiv(4 * sm_count(index), programs)))
     C = triton.cdiv(T, n) if chunk is None else chunk
     return block, C, triton.cdiv(T, C)
-
-
-def _on_device(device: torch.device):
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _chunk_ends(x, lam, T, m, H, Dh, block, C, n, *, reverse, scaled):
@@ -240,13 +232,9 @@ def _chunk_ends(x, lam, T, m, H, Dh, block, C, n, *, reverse, scaled):
     return ends
 
 
-def _nothing(like: torch.Tensor) -> torch.Tensor:
-    """The ``[0]`` placeholder for an output that is not needed."""
-    return like.new_empty((0,), dtype=torch.float32)
-
-
-# The launches as torch custom ops (the pattern of spikegate/kernels/__init__.py): torch.compile
-# and torch.export see one op per direction. ``chunk`` 0 lets the launch plan choose.
+# The launches as torch custom ops (the pattern of spikegate/kernels/__init__.py, registered with
+# ops.KernelOps): torch.compile and torch.export see one op per direction. ``chunk`` 0 lets the
+# launch plan choose.
 
 
 def _scan_forward(
@@ -261,10 +249,10 @@ def _scan_forward(
     h = torch.empty_like(z)
     block, C, n = _launch_plan(T, m, z.device, chunk or None)
     if m > 0:
-        with _on_device(z.device):
+        with on_device(z.device):
             ends = _chunk_ends(z, lam, T, m, H, Dh, block, C, n, reverse=False, scaled=True)
             _scan_fwd_kernel[(triton.cdiv(m, block), n)](
-                z, lam, (lam**C).contiguous(), h0_f if h0_f is not None else z, ends, h,
+                z, lam, (lam**C).contiguous(), or_placeholder(h0_f, z), ends, h,
                 T, m, H, Dh, C, n, HAS_H0=h0_f is not None, BLOCK=block,
             )
     return h
@@ -287,41 +275,32 @@ def _scan_backward(
     dlam = torch.empty((n, m), dtype=torch.float32, device=z.device) if need_dr else None
     if m > 0:
         last = T - (n - 1) * C
-        with _on_device(z.device):
+        with on_device(z.device):
             ends = _chunk_ends(g, lam, T, m, H, Dh, block, C, n, reverse=True, scaled=False)
             _scan_bwd_kernel[(triton.cdiv(m, block), n)](
-                g, z, h, h0_f if h0_f is not None else z, lam, (lam**C).contiguous(),
+                g, z, h, or_placeholder(h0_f, z), lam, (lam**C).contiguous(),
                 (lam**last).contiguous(), ends,
-                dz if dz is not None else z, dh0 if dh0 is not None else lam,
-                dlam if dlam is not None else lam,
+                or_placeholder(dz, z), or_placeholder(dh0, lam), or_placeholder(dlam, lam),
                 T, m, H, Dh, C, n,
                 HAS_H0=h0_f is not None, NEED_DZ=need_dz, NEED_DH0=need_dh0,
                 NEED_DLAM=need_dr, BLOCK=block,
             )
-    dr = _nothing(z)
+    dr = nothing(z)
     if dlam is not None:
         per_head = dlam.sum(0).view(B, H, Dh).sum((0, 2)) if m > 0 else lam.new_zeros(H)
         dr = (per_head * lam * (1 - lam)).to(r.dtype)
-    return (_nothing(z) if dz is None else dz, dr,
-            _nothing(z) if dh0 is None else dh0.to(h0.dtype))
+    return (nothing(z) if dz is None else dz, dr,
+            nothing(z) if dh0 is None else dh0.to(h0.dtype))
 
 
-decay_scan_forward = torch.library.custom_op("spikegate::decay_scan_forward", _scan_forward,
-                                             mutates_args=())
-decay_scan_backward = torch.library.custom_op("spikegate::decay_scan_backward", _scan_backward,
-                                              mutates_args=())
-
-
-@decay_scan_forward.register_fake
-def _(z, r, h0, chunk):
+def _fake_forward(z, r, h0, chunk):
     return z.new_empty(z.shape)
 
 
-@decay_scan_backward.register_fake
-def _(grad_h, z, h, r, h0, chunk, need_dz, need_dr, need_dh0):
-    return (z.new_empty(z.shape) if need_dz else _nothing(z),
-            r.new_empty(r.shape) if need_dr else _nothing(z),
-            h0.new_empty(h0.shape) if need_dh0 else _nothing(z))
+def _fake_backward(grad_h, z, h, r, h0, chunk, need_dz, need_dr, need_dh0):
+    return (z.new_empty(z.shape) if need_dz else nothing(z),
+            r.new_empty(r.shape) if need_dr else nothing(z),
+            h0.new_empty(h0.shape) if need_dh0 else nothing(z))
 
 
 def _setup_context(ctx, inputs, output):
@@ -342,24 +321,16 @@ def _autograd_backward(backward_fn):
     return backward
 
 
-decay_scan_forward.register_autograd(_autograd_backward(decay_scan_backward),
-                                     setup_context=_setup_context)
-
-
-class DecayScanTritonFunction(torch.autograd.Function):
-    """The eager route: the ops' own functions without the dispatcher, whose Python costs more
-    than these launches at small sizes (``decay_scan_triton`` takes the op while tracing)."""
-
-    @staticmethod
-    def forward(ctx, z, r, h0, chunk):
-        h = _scan_forward(z, r, h0, chunk)
-        _setup_context(ctx, (z, r, h0, chunk), h)
-        return h
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_h):
-        return _autograd_backward(_scan_backward)(ctx, grad_h)
+decay_scan_kernels = KernelOps(
+    "decay_scan", _scan_forward, _scan_backward, fake_forward=_fake_forward,
+    fake_backward=_fake_backward, setup_context=_setup_context,
+    autograd_backward=_autograd_backward,
+)
+decay_scan_forward = decay_scan_kernels.forward
+decay_scan_backward = decay_scan_kernels.backward
+# The eager route: the ops' own functions without the dispatcher, whose Python costs more than
+# these launches at small sizes (``decay_scan_triton`` takes the op while tracing).
+DecayScanTritonFunction = decay_scan_kernels.eager
 
 
 def decay_scan_triton(
@@ -382,6 +353,4 @@ def decay_scan_triton(
         raise TypeError(f"z: the decay-scan kernels take float32, float16, bfloat16, got {z.dtype}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk: expected an int >= 1 or None, got {chunk!r}")
-    if torch.compiler.is_compiling():
-        return decay_scan_forward(z, r, h0, chunk or 0)
-    return DecayScanTritonFunction.apply(z, r, h0, chunk or 0)
+    return decay_scan_kernels(z, r, h0, chunk or 0)

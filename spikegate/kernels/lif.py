@@ -103,7 +103,6 @@ move (``5b``), the other yardstick of the benchmark's roofline.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from typing import NamedTuple, Optional, Union
@@ -112,8 +111,18 @@ import torch
 import triton
 import triton.language as tl
 
+# the helpers shared with the other kernel modules, under the names this module's code uses
+from spikegate.kernels.common import (
+    MAX_NEURONS as _MAX_NEURONS,
+    launch_config as _launch_config,
+    native_round as _native_round,
+    on_device as _on_device,
+    or_placeholder as _or,
+    round_to as _round_to,
+)
 from spikegate.kernels.ops import LIFOps, surrogate_args, surrogate_from_args
-from spikegate.neurons.checks import KERNEL_DTYPES, nonfinite_error, triton_interpreter_enabled
+from spikegate.kernels.ops import nothing as _nothing
+from spikegate.neurons.checks import KERNEL_DTYPES, nonfinite_error
 from spikegate.neurons.surrogate import Surrogate
 
 __all__ = [
@@ -128,7 +137,6 @@ __all__ = [
 
 _RESET_IDS = {"zero": 0, "subtract": 1, "none": 2}
 _FLOAT16_MAX = 65504.0
-_MAX_NEURONS = 2**31 - 1 - 1024  # neuron offsets within a step are int32 (plus one block)
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -154,24 +162,6 @@ def _surrogate_grad(d, SURROGATE: tl.constexpr, c0, c1):
     else:  # straight-through
         g = tl.full(d.shape, 1.0, tl.float32)
     return g
-
-
-@triton.jit
-def _round_to(x, DTYPE: tl.constexpr, NATIVE: tl.constexpr):
-    """float32 ``x`` rounded to nearest-even in ``DTYPE``.
-
-    ``NATIVE`` (compiled kernels): the hardware conversion, which rounds to nearest-even. The
-    Triton CPU interpreter truncates float32 -> bfloat16 instead, so there bfloat16 goes through
-    integer ops (add the rounding bias, keep the top half). A NaN is replaced by the canonical
-    quiet NaN first: the GPU's canonical NaN is 0x7FFFFFFF, and the bias would carry it into the
-    sign bit and store -0.0, so a NaN gradient would vanish."""
-    if DTYPE == tl.bfloat16 and not NATIVE:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = tl.where(x != x, 0x7FC00000, bits)
-        bits = bits + 0x7FFF + ((bits >> 16) & 1)
-        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        return x.to(DTYPE)
 
 
 @triton.jit
@@ -450,24 +440,6 @@ def _check_has_kernel(surrogate: Surrogate) -> int:
     return kid
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _launch_config(m: int, device: torch.device) -> tuple[int, int]:
-    """``(BLOCK, num_warps)``: 1024 neurons and 4 warps per program (8 neurons, two 16-byte
-    float32 loads, per thread), halved down to 128 while that leaves fewer than two programs per
-    SM. The CPU interpreter runs programs one after another, so there a block just covers ``m``."""
-    if device.type != "cuda":
-        return min(1024, max(16, triton.next_power_of_2(m))), 4
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    block = 1024
-    while block > 128 and triton.cdiv(m, block) < 2 * sms:
-        block //= 2
-    return block, max(1, block // 256)
-
-
 def _fwd_options(device: torch.device) -> dict:
     # No FMA contraction of v * beta + x: the reference rounds the product, and the spikes must
     # agree bit for bit.
@@ -478,11 +450,6 @@ def _bwd_options(device: torch.device) -> dict:
     # The backward may contract: its products feed gradients (equal to rounding), never spikes,
     # which it reads back from the kept value. Explicit, since Triton's default is changing.
     return {"enable_fp_fusion": True} if device.type == "cuda" else {}
-
-
-def _native_round() -> bool:
-    """Compiled kernels convert to bfloat16 natively; the interpreter needs the integer path."""
-    return not triton_interpreter_enabled()
 
 
 _ALIGN = 16  # bytes of one vector access
@@ -537,10 +504,6 @@ def _per_neuron_empty(shape, dtype: torch.dtype, device: torch.device, vec: int)
     return torch.empty(n + 1, dtype=dtype, device=device)[1:].view(shape)
 
 
-def _on_device(device: torch.device):
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
 class _DecayInputs(NamedTuple):
     """The decay as the kernels take it: ``tensor`` (float32, or None for mode 0), ``mode`` (the
     kernels' ``BETA_MODE``), ``value`` (the python float of mode 0), and for mode 3 ``inner`` and
@@ -590,15 +553,6 @@ def _decay_inputs(beta: Optional[torch.Tensor], beta_value: float, step_shape,
         flat = beta.detach().to(torch.float32).reshape(-1).contiguous()
         return _DecayInputs(flat, 3, 1.0, *run)
     return _DecayInputs(_per_neuron(beta.detach().expand(step_shape), vec), 2)
-
-
-def _or(tensor, placeholder):
-    """A pointer argument the kernel will not touch (its flag is off) still needs a tensor."""
-    return placeholder if tensor is None else tensor
-
-
-def _nothing(like: torch.Tensor) -> torch.Tensor:
-    return like.new_empty((0,), dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------------------------- #

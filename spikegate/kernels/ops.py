@@ -28,8 +28,9 @@ fold that check into the forward launch; the reference returns false and leaves 
 ``lif_sequence``). Gradients that are not needed come back as ``[0]`` tensors and are turned into
 None by the autograd formula. Every op has a fake (meta) implementation, so tracing needs no data.
 
-Eager calls skip the dispatcher (see :class:`LIFOps`): ``lif_sequence`` calls
-``lif_reference(...)`` / ``lif_kernels(...)``, which take the op only while tracing.
+Eager calls skip the dispatcher (see :class:`KernelOps`, which :class:`LIFOps` builds on):
+``lif_sequence`` calls ``lif_reference(...)`` / ``lif_kernels(...)``, which take the op only while
+tracing.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ import torch
 from spikegate.neurons.surrogate import SURROGATES, Surrogate
 
 __all__ = [
+    "nothing",
+    "KernelOps",
     "surrogate_args",
     "surrogate_from_args",
     "op_surrogate",
@@ -71,9 +74,80 @@ def _state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _nothing(like: torch.Tensor) -> torch.Tensor:
-    """The ``[0]`` placeholder for an output that is not needed."""
+def nothing(like: torch.Tensor) -> torch.Tensor:
+    """The ``[0]`` placeholder for an op output that is not needed (every kernel's ops use it)."""
     return like.new_empty((0,), dtype=torch.float32)
+
+
+_nothing = nothing  # the name the LIF schema functions below use
+
+
+class KernelOps:
+    """A forward/backward pair of torch custom ops and its eager route, for any schema: steps 1
+    to 5 of the pattern in :mod:`spikegate.kernels`, from plain functions.
+
+    Args:
+        name: the ops are ``spikegate::<name>_forward`` and ``spikegate::<name>_backward``.
+        forward_fn, backward_fn: the ops' implementations, with type hints (the schema is
+            inferred from them); their outputs alias neither their inputs nor each other.
+        fake_forward, fake_backward: the fake implementations (shapes, dtypes, devices only).
+        setup_context: ``setup_context(ctx, inputs, output)`` saves what the backward reads.
+        autograd_backward: ``autograd_backward(backward) -> formula``, where ``formula(ctx,
+            *grad_outputs)`` returns one gradient (or None) per forward input and calls
+            ``backward``, which is the backward op while tracing and ``backward_fn`` itself on the
+            eager route.
+        non_differentiable: indices of the forward outputs that carry no gradient (kept state,
+            flags), for the eager route (an op's autograd formula ignores their gradients).
+
+    ``forward`` / ``backward`` are the registered ops, what ``torch.compile`` and ``torch.export``
+    trace. ``__call__`` runs the forward with autograd: through the op while tracing, and
+    otherwise through ``eager``, an ``autograd.Function`` that calls ``forward_fn`` and
+    ``backward_fn`` directly, since an eager call through the dispatcher costs a few hundred
+    microseconds of Python per call on a CPU (more than a small kernel launch). Both routes run
+    the same code; tests compare them bitwise.
+    """
+
+    def __init__(self, name: str, forward_fn: Callable, backward_fn: Callable, *,
+                 fake_forward: Callable, fake_backward: Callable, setup_context: Callable,
+                 autograd_backward: Callable, non_differentiable: tuple = ()) -> None:
+        self.forward = torch.library.custom_op(f"spikegate::{name}_forward", forward_fn,
+                                               mutates_args=())
+        self.backward = torch.library.custom_op(f"spikegate::{name}_backward", backward_fn,
+                                                mutates_args=())
+        self.forward.register_fake(fake_forward)
+        self.backward.register_fake(fake_backward)
+        self.forward.register_autograd(autograd_backward(self.backward),
+                                       setup_context=setup_context)
+        self.eager = _eager_route(forward_fn, autograd_backward(backward_fn), setup_context,
+                                  tuple(non_differentiable))
+
+    def __call__(self, *inputs):
+        """The forward's outputs with autograd, from its inputs (see the class docstring)."""
+        if torch.compiler.is_compiling():
+            return self.forward(*inputs)
+        return self.eager.apply(*inputs)
+
+
+def _eager_route(forward_fn: Callable, formula: Callable, setup_context: Callable,
+                 non_differentiable: tuple) -> type:
+    """The ``autograd.Function`` of :class:`KernelOps`: the op's function and autograd formula
+    without the dispatcher."""
+
+    class EagerKernelOps(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            output = forward_fn(*inputs)
+            setup_context(ctx, inputs, output)
+            if non_differentiable:
+                ctx.mark_non_differentiable(*(output[k] for k in non_differentiable))
+            return output
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, *grads):
+            return formula(ctx, *grads)
+
+    return EagerKernelOps
 
 
 def _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype):
@@ -114,59 +188,25 @@ def _autograd_backward(backward_fn: Callable) -> Callable:
     return backward
 
 
-class LIFOps:
-    """A forward/backward pair with the schema above, from two plain functions.
+class LIFOps(KernelOps):
+    """A :class:`KernelOps` pair with the LIF schema above, from two plain functions and the
+    forward's fake (the backward's fake, the context and the autograd formula are the schema's).
 
-    ``forward`` / ``backward`` are the registered custom ops (``spikegate::<name>_forward`` /
-    ``_backward``) with fakes and the autograd formula; what ``torch.compile`` and
-    ``torch.export`` trace. ``__call__`` runs the forward with autograd: through the op while
-    tracing, and otherwise through an ``autograd.Function`` that calls the same two functions
-    directly, since an eager call through the dispatcher costs a few hundred microseconds of
-    Python per layer on a CPU. Both routes run the same code, and tests compare them.
+    ``__call__`` returns ``(spikes, v_last, kept, nonfinite)`` with autograd, from the forward's
+    inputs; ``kept`` and ``nonfinite`` carry no gradient.
     """
 
     def __init__(self, name: str, forward_fn: Callable, backward_fn: Callable,
                  fake_forward: Callable) -> None:
-        self.forward = torch.library.custom_op(f"spikegate::{name}_forward", forward_fn,
-                                               mutates_args=())
-        self.backward = torch.library.custom_op(f"spikegate::{name}_backward", backward_fn,
-                                                mutates_args=())
-        self.forward.register_fake(fake_forward)
-        self.backward.register_fake(_fake_backward)
-        self.forward.register_autograd(_autograd_backward(self.backward),
-                                       setup_context=_setup_context)
-        self._eager = _eager_function(forward_fn, backward_fn)
-
-    def __call__(self, *inputs):
-        """``(spikes, v_last, kept, nonfinite)`` with autograd, from the forward's inputs."""
-        if torch.compiler.is_compiling():
-            return self.forward(*inputs)
-        return self._eager.apply(*inputs)
+        super().__init__(name, forward_fn, backward_fn, fake_forward=fake_forward,
+                         fake_backward=_fake_backward, setup_context=_setup_context,
+                         autograd_backward=_autograd_backward, non_differentiable=(2, 3))
 
 
 def _fake_backward(kept, grad_spikes, grad_v_last, v0, beta, beta_value, threshold, reset,
                    reset_amount, surrogate, surrogate_params, detach_reset, need_x, need_v0,
                    need_beta, x_dtype):
     return _backward_outputs(kept, v0, beta, need_x, need_v0, need_beta, x_dtype)
-
-
-def _eager_function(forward_fn: Callable, backward_fn: Callable) -> type:
-    backward = _autograd_backward(backward_fn)
-
-    class EagerLIF(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *inputs):
-            output = forward_fn(*inputs)
-            _setup_context(ctx, inputs, output)
-            ctx.mark_non_differentiable(output[2], output[3])
-            return output
-
-        @staticmethod
-        @torch.autograd.function.once_differentiable
-        def backward(ctx, *grads):
-            return backward(ctx, *grads)
-
-    return EagerLIF
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ The math is :func:`spikegate.neurons.ultralif_sequence` and :func:`ultradlif_seq
 (the UltraLIF paper, Defs. 4.1 and 4.2); their torch references ``ultralif_reference`` and
 ``ultradlif_reference`` are the oracles these kernels are tested against.
 
+The kernels run as the torch custom ops ``spikegate::ultra_forward`` / ``spikegate::ultra_backward``
+(schema, fakes and autograd: :mod:`spikegate.kernels.ultralif_ops`; ``coupled`` selects UltraDLIF),
+so torch.compile and torch.export see one op per direction.
+
 Layout. ``i [T, B, ...]`` is made contiguous and seen as ``[T, M]``. UltraLIF is elementwise: the
 grid covers the ``M`` neurons of a step, ``BLOCK`` per program, each program looping over ``t``
 with the membrane in registers (the pattern of ``spikegate.kernels.lif``). UltraDLIF couples
@@ -35,21 +39,25 @@ its scratch traffic, which stays in L1/L2 (one row plane per step, reused). Per-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 import triton
 import triton.language as tl
 
-from spikegate.kernels.lif import _MAX_NEURONS, _launch_config, _native_round, _on_device, _or, _round_to
+from spikegate.kernels.common import (
+    MAX_NEURONS, launch_config, native_round, on_device, or_placeholder, round_to,
+)
+from spikegate.kernels.ops import nothing
+from spikegate.kernels.ultralif_ops import (
+    UltraOps, check_differentiable, gradient_outputs, ultra_call,
+)
 from spikegate.neurons.checks import KERNEL_DTYPES
 
 __all__ = [
-    "UltraSpec",
+    "ultra_kernels",
     "ultra_forward",
     "ultra_backward",
-    "UltraTritonFunction",
     "ultralif_triton",
     "ultradlif_triton",
     "ultra_saved_bytes_per_neuron_step",
@@ -119,7 +127,7 @@ def _ultralif_fwd_kernel(
         else:
             u = m + e * tl.log(1.0 + tl.exp(-tl.abs(a - x) / e))
         s = _soft_spike(u, e, threshold, HARD)
-        tl.store(s_ptrs, _round_to(s, spikes_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+        tl.store(s_ptrs, round_to(s, spikes_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
         if SAVE:
             tl.store(k_ptrs, u, mask=mask)
         if RESET:
@@ -129,7 +137,7 @@ def _ultralif_fwd_kernel(
         x_ptrs += M
         s_ptrs += M
         k_ptrs += M
-    tl.store(v_last_ptr + offs, _round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+    tl.store(v_last_ptr + offs, round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
 
 
 @triton.jit
@@ -205,7 +213,7 @@ def _ultralif_bwd_kernel(
         gu = gu + gr
         geps += ge + gu * entropy
         if NEED_GRAD_I:
-            tl.store(gi_ptrs, _round_to(gu * q, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+            tl.store(gi_ptrs, round_to(gu * q, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
             gi_ptrs -= M
         gv = gu * p
         ga_sum += gv
@@ -298,7 +306,7 @@ def _ultradlif_fwd_kernel(
         else:
             u = lse + x
         s = _soft_spike(u, e, threshold, HARD)
-        tl.store(s_ptrs, _round_to(s, spikes_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+        tl.store(s_ptrs, round_to(s, spikes_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
         if SAVE:
             if LEAK_BEFORE:
                 tl.store(k_ptrs, w, mask=mask)
@@ -315,7 +323,7 @@ def _ultradlif_fwd_kernel(
         x_ptrs += M
         s_ptrs += M
         k_ptrs += M
-    tl.store(v_last_ptr + idx, _round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+    tl.store(v_last_ptr + idx, round_to(v, v_last_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -394,7 +402,7 @@ def _ultradlif_bwd_kernel(
             gw = g_own + gl * pc + tl.load(plane_l + right, mask=mask, other=0.0) \
                 + tl.load(plane_r + left, mask=mask, other=0.0)
             if NEED_GRAD_I:
-                tl.store(gi_ptrs, _round_to(gw, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+                tl.store(gi_ptrs, round_to(gw, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
                 gi_ptrs -= M
             gv = gw * tau
             gw_next = gw
@@ -418,7 +426,7 @@ def _ultradlif_bwd_kernel(
             gu = gu + gr
             geps += ge + gu * h
             if NEED_GRAD_I:
-                tl.store(gi_ptrs, _round_to(gu, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
+                tl.store(gi_ptrs, round_to(gu, grad_i_ptr.dtype.element_ty, NATIVE_ROUND), mask=mask)
                 gi_ptrs -= M
             gtau += gu * pc / tau                      # centre term v + log tau0
             tl.store(plane_l + idx, gu * pl, mask=mask)
@@ -436,21 +444,9 @@ def _ultradlif_bwd_kernel(
 
 
 # --------------------------------------------------------------------------------------------- #
-# Launchers: pure functions of tensors (ready to be registered as custom ops)
+# Launchers, registered as the torch custom ops spikegate::ultra_forward / ultra_backward
+# (schema, fakes and autograd: spikegate.kernels.ultralif_ops)
 # --------------------------------------------------------------------------------------------- #
-
-
-@dataclass(frozen=True)
-class UltraSpec:
-    """What a launch computes: ``family`` ``"lif"`` (UltraLIF) or ``"dlif"`` (UltraDLIF), and the
-    switches of :func:`spikegate.neurons.ultradlif_sequence`."""
-
-    family: str
-    threshold: float
-    reset: bool = True
-    hard: bool = False
-    leak_before_lse: bool = False
-    reset_pre_lse: bool = False
 
 
 def ultra_saved_bytes_per_neuron_step(dtype: torch.dtype) -> int:
@@ -476,7 +472,7 @@ def _check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _per_neuron(p: Optional[torch.Tensor], step_shape: torch.Size) -> Optional[torch.Tensor]:
-    """A tensor parameter as the kernels read it, ``[M]`` float32; None stays None."""
+    """A tensor input as the kernels read it, ``[M]`` float32; None stays None."""
     if p is None:
         return None
     return p.detach().to(torch.float32).expand(step_shape).contiguous()
@@ -492,178 +488,197 @@ def _dlif_config(rows: int, n: int, device: torch.device) -> tuple[int, int, int
     return block_r, block_n, 4 if block_n * block_r <= 2048 else 8
 
 
-def ultra_forward(
-    i: torch.Tensor,
-    v0: Optional[torch.Tensor],
-    eps: Optional[torch.Tensor],
-    tau0: Optional[torch.Tensor],
-    eps_scalar: float,
-    tau0_scalar: float,
-    spec: UltraSpec,
-    *,
+def _kernel_forward(
+    i: torch.Tensor, v0: Optional[torch.Tensor], eps: Optional[torch.Tensor],
+    tau0: Optional[torch.Tensor], eps_value: float, tau0_value: float, coupled: bool,
+    threshold: float, reset: bool, hard: bool, leak_before_lse: bool, reset_pre_lse: bool,
     save: bool,
-) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """One forward launch. ``i [T, B, ...]`` contiguous; ``v0`` float32 ``[B, ...]`` or None;
-    ``eps``/``tau0`` float32 ``[B, ...]`` per neuron or None (then the scalars are used).
-    Returns ``(spikes [T, ...] dtype of i, v_last [...] dtype of i, kept [T, ...] f32 or None)``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward launch: ``(spikes [T, ...] dtype of i, v_last [...] dtype of i, kept [T, ...]
+    float32 or [0])``. ``eps`` / ``tau0`` are read per neuron in float32 (None: the floats)."""
+    _check_kernel_dtype(i.dtype)
+    i = i.contiguous()
     T, step = i.shape[0], i.shape[1:]
     m = step.numel()
-    if m > _MAX_NEURONS:
-        raise ValueError(f"i: the UltraLIF kernels take at most {_MAX_NEURONS} neurons per step "
+    if m > MAX_NEURONS:
+        raise ValueError(f"i: the UltraLIF kernels take at most {MAX_NEURONS} neurons per step "
                          f"(int32 offsets within a step), got {m} (shape {tuple(i.shape)})")
+    v0, eps, tau0 = (_per_neuron(p, step) for p in (v0, eps, tau0))
     spikes = torch.empty_like(i)
     v_last = torch.empty(step, dtype=i.dtype, device=i.device)
     kept = torch.empty(i.shape, dtype=torch.float32, device=i.device) if save else None
-    if m == 0:
-        return spikes, v_last, kept
-    flags = dict(HAS_V0=v0 is not None, EPS_PER_NEURON=eps is not None,
-                 TAU_PER_NEURON=tau0 is not None, SAVE=save, RESET=spec.reset, HARD=spec.hard)
-    common = (i, _or(v0, i), _or(eps, i), _or(tau0, i), spikes, _or(kept, spikes), v_last)
-    with _on_device(i.device):
-        if spec.family == "lif":
-            block, warps = _launch_config(m, i.device)
-            _ultralif_fwd_kernel[(triton.cdiv(m, block),)](
-                *common, T, m, eps_scalar, tau0_scalar, spec.threshold, **flags,
-                NATIVE_ROUND=_native_round(), BLOCK=block, num_warps=warps,
-            )
-        else:
-            n = step[-1]
-            rows = m // n
-            block_r, block_n, warps = _dlif_config(rows, n, i.device)
-            scratch = torch.empty((2, rows, n), dtype=torch.float32, device=i.device)
-            _ultradlif_fwd_kernel[(triton.cdiv(rows, block_r),)](
-                *common, scratch, T, rows, n, eps_scalar, tau0_scalar, spec.threshold, **flags,
-                LEAK_BEFORE=spec.leak_before_lse, RESET_PRE=spec.reset_pre_lse,
-                NATIVE_ROUND=_native_round(), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
-            )
-    return spikes, v_last, kept
+    if m > 0:
+        flags = dict(HAS_V0=v0 is not None, EPS_PER_NEURON=eps is not None,
+                     TAU_PER_NEURON=tau0 is not None, SAVE=save, RESET=reset, HARD=hard,
+                     NATIVE_ROUND=native_round())
+        args = (i, or_placeholder(v0, i), or_placeholder(eps, i), or_placeholder(tau0, i), spikes,
+                or_placeholder(kept, spikes), v_last)
+        with on_device(i.device):
+            if not coupled:
+                block, warps = launch_config(m, i.device)
+                _ultralif_fwd_kernel[(triton.cdiv(m, block),)](
+                    *args, T, m, eps_value, tau0_value, threshold, **flags, BLOCK=block,
+                    num_warps=warps,
+                )
+            else:
+                n = step[-1]
+                rows = m // n
+                block_r, block_n, warps = _dlif_config(rows, n, i.device)
+                scratch = torch.empty((2, rows, n), dtype=torch.float32, device=i.device)
+                _ultradlif_fwd_kernel[(triton.cdiv(rows, block_r),)](
+                    *args, scratch, T, rows, n, eps_value, tau0_value, threshold, **flags,
+                    LEAK_BEFORE=leak_before_lse, RESET_PRE=reset_pre_lse, BLOCK_R=block_r,
+                    BLOCK_N=block_n, num_warps=warps,
+                )
+    return spikes, v_last, or_placeholder(kept, nothing(i))
 
 
-def ultra_backward(
-    kept: torch.Tensor,
-    grad_spikes: Optional[torch.Tensor],
-    grad_v_last: Optional[torch.Tensor],
-    v0: Optional[torch.Tensor],
-    eps: Optional[torch.Tensor],
-    tau0: Optional[torch.Tensor],
-    eps_scalar: float,
-    tau0_scalar: float,
-    spec: UltraSpec,
-    *,
-    grad_dtype: torch.dtype,
-    need_grad_i: bool = True,
-) -> tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One backward launch from the kept ``[T, ...]`` float32 value. Returns ``(grad_i [T, ...]
-    in grad_dtype or None, grad_v0, grad_eps, grad_tau0)``, the last three float32 per neuron
-    ``[...]`` (sum them to the parameters' shapes)."""
+def _fake_forward(i, v0, eps, tau0, eps_value, tau0_value, coupled, threshold, reset, hard,
+                  leak_before_lse, reset_pre_lse, save):
+    kept = i.new_empty(i.shape, dtype=torch.float32) if save else nothing(i)
+    return i.new_empty(i.shape), i.new_empty(i.shape[1:]), kept
+
+
+def _kernel_backward(
+    kept: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
+    v0: Optional[torch.Tensor], eps: Optional[torch.Tensor], tau0: Optional[torch.Tensor],
+    eps_value: float, tau0_value: float, coupled: bool, threshold: float, reset: bool,
+    hard: bool, leak_before_lse: bool, reset_pre_lse: bool, need_i: bool, need_v0: bool,
+    need_eps: bool, need_tau0: bool, i_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One backward launch from the kept ``[T, ...]`` float32 value: ``(grad_i in i_dtype,
+    grad_v0, grad_eps, grad_tau0)`` summed to the inputs' shapes, ``[0]`` for those not needed.
+    Gradients that do not arrive (None) are not read."""
+    check_differentiable(hard)
     T, step, device = kept.shape[0], kept.shape[1:], kept.device
     m = step.numel()
-    grad_i = torch.empty(kept.shape, dtype=grad_dtype, device=device) if need_grad_i else None
+    v0_f32, eps_f32, tau_f32 = (_per_neuron(p, step) for p in (v0, eps, tau0))
+    grad_i = torch.empty(kept.shape, dtype=i_dtype, device=device) if need_i else None
     grad_v0, grad_eps, grad_tau = (torch.zeros(step, dtype=torch.float32, device=device)
                                    for _ in range(3))
-    if m == 0:
-        return grad_i, grad_v0, grad_eps, grad_tau
-    grad_spikes = None if grad_spikes is None else grad_spikes.contiguous()
-    grad_v_last = None if grad_v_last is None else grad_v_last.contiguous()
-    ins = (kept, _or(grad_spikes, kept), _or(grad_v_last, kept), _or(v0, kept), _or(eps, kept),
-           _or(tau0, kept))
-    outs = (_or(grad_i, kept), grad_v0, grad_eps, grad_tau)
-    flags = dict(HAS_GRAD_SPIKES=grad_spikes is not None, HAS_GRAD_V_LAST=grad_v_last is not None,
-                 HAS_V0=v0 is not None, EPS_PER_NEURON=eps is not None,
-                 TAU_PER_NEURON=tau0 is not None, NEED_GRAD_I=need_grad_i, RESET=spec.reset)
-    with _on_device(device):
-        if spec.family == "lif":
-            block, warps = _launch_config(m, device)
-            _ultralif_bwd_kernel[(triton.cdiv(m, block),)](
-                *ins, *outs, T, m, eps_scalar, tau0_scalar, spec.threshold, **flags,
-                NATIVE_ROUND=_native_round(), BLOCK=block, num_warps=warps,
-            )
-        else:
-            n = step[-1]
-            rows = m // n
-            block_r, block_n, warps = _dlif_config(rows, n, device)
-            scratch = torch.empty((3, rows, n), dtype=torch.float32, device=device)
-            _ultradlif_bwd_kernel[(triton.cdiv(rows, block_r),)](
-                *ins, scratch, *outs, T, rows, n, eps_scalar, tau0_scalar, spec.threshold,
-                **flags, LEAK_BEFORE=spec.leak_before_lse, RESET_PRE=spec.reset_pre_lse,
-                NATIVE_ROUND=_native_round(), BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
-            )
-    return grad_i, grad_v0, grad_eps, grad_tau
+    if m > 0:
+        grad_spikes = None if grad_spikes is None else grad_spikes.contiguous()
+        grad_v_last = None if grad_v_last is None else grad_v_last.contiguous()
+        ins = (kept, or_placeholder(grad_spikes, kept), or_placeholder(grad_v_last, kept),
+               or_placeholder(v0_f32, kept), or_placeholder(eps_f32, kept),
+               or_placeholder(tau_f32, kept))
+        outs = (or_placeholder(grad_i, kept), grad_v0, grad_eps, grad_tau)
+        flags = dict(HAS_GRAD_SPIKES=grad_spikes is not None,
+                     HAS_GRAD_V_LAST=grad_v_last is not None, HAS_V0=v0_f32 is not None,
+                     EPS_PER_NEURON=eps_f32 is not None, TAU_PER_NEURON=tau_f32 is not None,
+                     NEED_GRAD_I=need_i, RESET=reset, NATIVE_ROUND=native_round())
+        with on_device(device):
+            if not coupled:
+                block, warps = launch_config(m, device)
+                _ultralif_bwd_kernel[(triton.cdiv(m, block),)](
+                    *ins, *outs, T, m, eps_value, tau0_value, threshold, **flags, BLOCK=block,
+                    num_warps=warps,
+                )
+            else:
+                n = step[-1]
+                rows = m // n
+                block_r, block_n, warps = _dlif_config(rows, n, device)
+                scratch = torch.empty((3, rows, n), dtype=torch.float32, device=device)
+                _ultradlif_bwd_kernel[(triton.cdiv(rows, block_r),)](
+                    *ins, scratch, *outs, T, rows, n, eps_value, tau0_value, threshold,
+                    **flags, LEAK_BEFORE=leak_before_lse, RESET_PRE=reset_pre_lse,
+                    BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps,
+                )
+    return gradient_outputs(kept, grad_i, grad_v0, grad_eps, grad_tau, v0, eps, tau0, need_i,
+                            need_v0, need_eps, need_tau0)
 
 
-# --------------------------------------------------------------------------------------------- #
-# Autograd
-# --------------------------------------------------------------------------------------------- #
-
-
-def _split(p: Param, step: torch.Size) -> tuple[Optional[torch.Tensor], float]:
-    return (_per_neuron(p, step), 1.0) if isinstance(p, torch.Tensor) else (None, float(p))
-
-
-class UltraTritonFunction(torch.autograd.Function):
-    """UltraLIF / UltraDLIF over ``T`` steps as two Triton launches:
-    ``apply(i, v0, eps, tau0, spec) -> (spikes, v_last)``, gradients for all four tensors (``eps``
-    and ``tau0`` floats or tensors of any broadcastable shape, their gradients summed to it).
-
-    Keeps for backward the float32 membrane (4 bytes per neuron-step) and, per neuron, ``v0``,
-    ``eps`` and ``tau0`` in float32.
-    """
-
-    @staticmethod
-    def forward(ctx, i, v0, eps, tau0, spec):
-        _check_kernel_dtype(i.dtype)
-        step = i.shape[1:]
-        v0_f32 = None if v0 is None else v0.detach().to(torch.float32).contiguous()
-        (eps_t, eps_s), (tau_t, tau_s) = _split(eps, step), _split(tau0, step)
-        spikes, v_last, kept = ultra_forward(i.contiguous(), v0_f32, eps_t, tau_t, eps_s, tau_s,
-                                             spec, save=True)
-        ctx.save_for_backward(kept, v0_f32, eps_t, tau_t)
-        ctx.set_materialize_grads(False)
-        ctx.scalars = (eps_s, tau_s)
-        ctx.spec = spec
-        ctx.meta = tuple((p.shape, p.dtype) if isinstance(p, torch.Tensor) else None
-                         for p in (i, v0, eps, tau0))
-        return spikes, v_last
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_spikes, grad_v_last):
-        kept, v0_f32, eps_t, tau_t = ctx.saved_tensors
-        need = ctx.needs_input_grad[:4]
-        grad_i, grad_v0, grad_eps, grad_tau = ultra_backward(
-            kept, grad_spikes, grad_v_last, v0_f32, eps_t, tau_t, *ctx.scalars, ctx.spec,
-            grad_dtype=ctx.meta[0][1], need_grad_i=need[0],
-        )
-        out = [grad_i if need[0] else None]
-        for needed, grad, meta in zip(need[1:], (grad_v0, grad_eps, grad_tau), ctx.meta[1:]):
-            out.append(grad.sum_to_size(meta[0]).to(meta[1]) if needed and meta is not None else None)
-        return (*out, None)
-
-
-def _run(i, v0, eps, tau0, spec: UltraSpec):
-    tensors = [t for t in (i, v0, eps, tau0) if isinstance(t, torch.Tensor)]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return UltraTritonFunction.apply(i, v0, eps, tau0, spec)
-    # inference: nothing kept
-    _check_kernel_dtype(i.dtype)
-    step = i.shape[1:]
-    v0_f32 = None if v0 is None else v0.to(torch.float32).contiguous()
-    (eps_t, eps_s), (tau_t, tau_s) = _split(eps, step), _split(tau0, step)
-    spikes, v_last, _ = ultra_forward(i.contiguous(), v0_f32, eps_t, tau_t, eps_s, tau_s, spec,
-                                      save=False)
-    return spikes, v_last
+ultra_kernels = UltraOps("ultra", _kernel_forward, _kernel_backward, _fake_forward)
+ultra_forward = ultra_kernels.forward
+ultra_backward = ultra_kernels.backward
 
 
 def ultralif_triton(i: torch.Tensor, v0: Optional[torch.Tensor], eps: Param, tau0: Param, *,
                     threshold: float, reset: bool, hard: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """UltraLIF on the Triton kernels; arguments already validated by ``ultralif_sequence``."""
-    return _run(i, v0, eps, tau0, UltraSpec("lif", threshold, reset, hard))
+    """UltraLIF on the Triton kernels (the ``spikegate::ultra_forward`` op and its backward);
+    arguments already validated by ``ultralif_sequence``. ``eps`` / ``tau0``: floats, or tensors
+    broadcastable to the step shape (gradients summed to their shapes)."""
+    return ultra_call(ultra_kernels, i, v0, eps, tau0, coupled=False, threshold=threshold,
+                      reset=reset, hard=hard)
 
 
 def ultradlif_triton(i: torch.Tensor, v0: Optional[torch.Tensor], eps: Param, tau0: Param, *,
                      threshold: float, reset: bool, hard: bool, leak_before_lse: bool,
                      reset_pre_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """UltraDLIF on the Triton kernels; arguments already validated by ``ultradlif_sequence``."""
-    spec = UltraSpec("dlif", threshold, reset, hard, leak_before_lse, reset_pre_lse)
-    return _run(i, v0, eps, tau0, spec)
+    """UltraDLIF on the Triton kernels (the same ops, ``coupled=True``); arguments already
+    validated by ``ultradlif_sequence``."""
+    return ultra_call(ultra_kernels, i, v0, eps, tau0, coupled=True, threshold=threshold,
+                      reset=reset, hard=hard, leak_before_lse=leak_before_lse,
+                      reset_pre_lse=reset_pre_lse)
 
+
+# --------------------------------------------------------------------------------------------- #
+# Ahead-of-time compile cases (spikegate.kernels.aot, ``spikegate bench lif --compile-check``)
+# --------------------------------------------------------------------------------------------- #
+
+_TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def aot_cases() -> list:
+    """The four kernels as a training step launches them (v0, per-neuron eps and tau0, both
+    incoming gradients, reset, soft spikes), per dtype. UltraLIF at an aligned step (``M`` a
+    multiple of 16, every pointer 16-byte aligned; 1024 neurons and 4 warps per program, as on a
+    large layer) and an unaligned one (``M`` odd, ``i`` a slice off alignment); UltraDLIF in the
+    paper's form at rows of ``N = 64`` (aligned: 16 rows a program) and ``N = 100`` (128 lanes a
+    row, 8 rows), and in the released code's form (``leak_before_lse``, ``reset_pre_lse``) at
+    ``N = 64``."""
+    from spikegate.kernels.aot import CompileCase
+
+    cases = []
+    for dtype, tt in _TRITON_TYPES.items():
+        lif_fwd = {"i_ptr": f"*{tt}", "v0_ptr": "*fp32", "eps_ptr": "*fp32", "tau_ptr": "*fp32",
+                   "spikes_ptr": f"*{tt}", "saved_ptr": "*fp32", "v_last_ptr": f"*{tt}"}
+        lif_bwd = {"saved_ptr": "*fp32", "grad_spikes_ptr": f"*{tt}", "grad_v_last_ptr": f"*{tt}",
+                   "v0_ptr": "*fp32", "eps_ptr": "*fp32", "tau_ptr": "*fp32"}
+        grads = {"grad_i_ptr": f"*{tt}", "grad_v0_ptr": "*fp32", "grad_eps_ptr": "*fp32",
+                 "grad_tau_ptr": "*fp32"}
+        scalars = {"eps": "fp32", "tau0": "fp32", "threshold": "fp32"}
+        fwd_flags = dict(HAS_V0=True, EPS_PER_NEURON=True, TAU_PER_NEURON=True, SAVE=True,
+                         RESET=True, HARD=False)
+        bwd_flags = dict(HAS_GRAD_SPIKES=True, HAS_GRAD_V_LAST=True, HAS_V0=True,
+                         EPS_PER_NEURON=True, TAU_PER_NEURON=True, NEED_GRAD_I=True, RESET=True)
+        specs = []
+        for shape, aligned_shape in (("aligned, M % 16 == 0", True),
+                                     ("unaligned, M odd, i[1:]", False)):
+            ints = {"T": "i32", "M": "i32"}
+            tiles = dict(BLOCK=1024)
+            specs += [
+                ("_ultralif_fwd_kernel", shape, aligned_shape, {**lif_fwd, **ints, **scalars},
+                 {**fwd_flags, "NATIVE_ROUND": True, **tiles}, 4, {"i_ptr"}),
+                ("_ultralif_bwd_kernel", shape, aligned_shape,
+                 {**lif_bwd, **grads, **ints, **scalars},
+                 {**bwd_flags, "NATIVE_ROUND": True, **tiles}, 4, set()),
+            ]
+        for shape, aligned_shape, n, leak in (("rows N = 64", True, 64, False),
+                                              ("rows N = 100", False, 100, False),
+                                              ("rows N = 64, released form", True, 64, True)):
+            block_r, block_n, warps = _dlif_config(1 << 16, n, torch.device("cuda"))
+            ints = {"T": "i32", "R": "i32", "N": "i32"}
+            variant = dict(LEAK_BEFORE=leak, RESET_PRE=leak, NATIVE_ROUND=True, BLOCK_R=block_r,
+                           BLOCK_N=block_n)
+            specs += [
+                ("_ultradlif_fwd_kernel", shape, aligned_shape,
+                 {**lif_fwd, "scratch_ptr": "*fp32", **ints, **scalars},
+                 {**fwd_flags, **variant}, warps, set()),
+                ("_ultradlif_bwd_kernel", shape, aligned_shape,
+                 {**lif_bwd, "scratch_ptr": "*fp32", **grads, **ints, **scalars},
+                 {**bwd_flags, **variant}, warps, set()),
+            ]
+        for kernel, shape, aligned_shape, sig, const, warps, off_when_unaligned in specs:
+            # pointers from torch allocations are 16-byte aligned, ints divisible by 16 are
+            # specialized at launch: both only at the aligned shapes (but the row length N = 64)
+            pointers = [p for p, kind in sig.items() if kind.startswith("*")
+                        and (aligned_shape or p not in off_when_unaligned)]
+            ints = [p for p in ("M", "R", "N") if aligned_shape and p in sig]
+            aligned = tuple(pointers + ints)
+            cases.append(CompileCase(
+                kernel=kernel, module=__name__, function=kernel, shape=shape, dtype=dtype,
+                signature={**sig, **{k: "constexpr" for k in const}}, constexprs=const,
+                aligned=aligned, num_warps=warps, aligned_shape=aligned_shape,
+            ))
+    return cases

@@ -35,8 +35,15 @@ places; these switches reproduce it, the paper form being the default:
   add ``log tau0`` (the max-plus image of the product).
 
 Two backends compute it: the fused Triton kernels (``spikegate.kernels.ultralif``, one launch for
-all T steps each way) and the torch reference below, a per-step loop of differentiable torch ops
-(autograd through the unrolled graph), which is the CPU path and the kernels' oracle.
+all T steps each way) and the torch reference below (``reference_forward`` /
+``reference_backward``), the CPU path: a per-step loop without a graph that keeps only the
+membrane ``u[t]`` (``w[t]`` with ``leak_before_lse``), 4 bytes per neuron-step, and a backward of
+its own that rebuilds spikes, resets and LSE weights from it. Both run as torch custom ops with
+one schema (``spikegate.kernels.ultralif_ops``), so that ``torch.compile`` (``fullgraph=True``)
+and ``torch.export`` trace an UltraLIF network as one op per direction and layer; the value
+checks (``validate``) run in eager calls only. ``ultralif_reference`` / ``ultradlif_reference``,
+the equations stepped in differentiable torch ops (autograd through the unrolled steps), are the
+oracle of the kernels and of ``reference_backward``.
 """
 
 from __future__ import annotations
@@ -106,6 +113,9 @@ def _check_eps(eps: object, x: torch.Tensor, *, values: bool) -> None:
 
 
 def _check_common(i, v0, eps, tau0, threshold, reset, hard, validate) -> float:
+    # Values cannot be read while torch.compile or torch.export traces (no data, no branching on
+    # it), so the value checks run in eager calls only; shapes, dtypes and devices always.
+    validate = validate and not torch.compiler.is_compiling()
     check_sequence(i, "i", finite=validate)
     check_state(v0, i, "v0")
     _check_eps(eps, i, values=validate)
@@ -130,7 +140,7 @@ def _scalar(p: Param) -> Param:
 
 
 # --------------------------------------------------------------------------------------------- #
-# Torch reference: the equations above, step by step, differentiable by autograd
+# Torch reference: the equations above, step by step
 # --------------------------------------------------------------------------------------------- #
 
 
@@ -140,6 +150,10 @@ def _state_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _as_state(p: Param, cdt: torch.dtype) -> Param:
     return p.to(cdt) if isinstance(p, torch.Tensor) else p
+
+
+def _detached(p: Param) -> Param:
+    return p.detach() if isinstance(p, torch.Tensor) else p
 
 
 def _log(p: Param) -> Param:
@@ -152,19 +166,12 @@ def _spike(u, eps, threshold, hard):
     return torch.sigmoid((u - threshold) / eps)
 
 
-def ultralif_reference(i, v0, eps, tau0, threshold, reset=True, hard=False):
-    """UltraLIF by the equations, one step at a time (the oracle of the Triton kernel)."""
-    cdt = _state_dtype(i.dtype)
-    eps, log_tau = _as_state(eps, cdt), _log(_as_state(tau0, cdt))
-    v = torch.zeros(i.shape[1:], dtype=cdt, device=i.device) if v0 is None else v0.to(cdt)
-    spikes = []
-    for x in i.to(cdt).unbind(0):
-        a = v + log_tau
-        u = torch.maximum(a, x) if hard else eps * torch.logaddexp(a / eps, x / eps)
-        s = _spike(u, eps, threshold, hard)
-        v = u * (1 - s) if reset else u
-        spikes.append(s)
-    return torch.stack(spikes).to(i.dtype), v.to(i.dtype)
+def _ultralif_step(v, x, eps, log_tau, threshold, reset, hard):
+    """One step of Def. 4.1: ``(u, s, v)``."""
+    a = v + log_tau
+    u = torch.maximum(a, x) if hard else eps * torch.logaddexp(a / eps, x / eps)
+    s = _spike(u, eps, threshold, hard)
+    return u, s, u * (1 - s) if reset else u
 
 
 def _neighbours(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,27 +189,225 @@ def _lse3(left, centre, right, eps, hard):
     return soft_max_plus(stack, eps, dim=0)
 
 
+def _ultradlif_step(v, x, eps, tau, log_tau, threshold, reset, hard, leak_before_lse,
+                    reset_pre_lse):
+    """One step of Def. 4.2 (or of the released code's order): ``(kept, s, v)``, where ``kept``
+    is what the backward rebuilds the step from: ``u``, or the pre-LSE ``w`` with
+    ``leak_before_lse``."""
+    if leak_before_lse:
+        w = tau * v + x
+        left, right = _neighbours(w)
+        u = _lse3(left, w, right, eps, hard)
+    else:
+        left, right = _neighbours(v)
+        w, u = None, _lse3(left, v + log_tau, right, eps, hard) + x
+    s = _spike(u, eps, threshold, hard)
+    base = w if reset_pre_lse else u
+    return (u if w is None else w), s, base * (1 - s) if reset else base
+
+
+def ultralif_reference(i, v0, eps, tau0, threshold, reset=True, hard=False):
+    """UltraLIF by the equations, one step at a time, differentiable by autograd through the
+    unrolled steps: the oracle of the Triton kernels and of :func:`reference_backward`."""
+    cdt = _state_dtype(i.dtype)
+    eps, log_tau = _as_state(eps, cdt), _log(_as_state(tau0, cdt))
+    v = torch.zeros(i.shape[1:], dtype=cdt, device=i.device) if v0 is None else v0.to(cdt)
+    spikes = []
+    for x in i.to(cdt).unbind(0):
+        _, s, v = _ultralif_step(v, x, eps, log_tau, threshold, reset, hard)
+        spikes.append(s)
+    return torch.stack(spikes).to(i.dtype), v.to(i.dtype)
+
+
 def ultradlif_reference(i, v0, eps, tau0, threshold, reset=True, hard=False,
                         leak_before_lse=False, reset_pre_lse=False):
-    """UltraDLIF by the equations, one step at a time (the oracle of the Triton kernel)."""
+    """UltraDLIF by the equations, one step at a time, differentiable by autograd through the
+    unrolled steps: the oracle of the Triton kernels and of :func:`reference_backward`."""
     cdt = _state_dtype(i.dtype)
     eps, tau = _as_state(eps, cdt), _as_state(tau0, cdt)
     log_tau = _log(tau)
     v = torch.zeros(i.shape[1:], dtype=cdt, device=i.device) if v0 is None else v0.to(cdt)
     spikes = []
     for x in i.to(cdt).unbind(0):
-        if leak_before_lse:
-            w = tau * v + x
-            left, right = _neighbours(w)
-            u = _lse3(left, w, right, eps, hard)
-        else:
-            left, right = _neighbours(v)
-            w, u = None, _lse3(left, v + log_tau, right, eps, hard) + x
-        s = _spike(u, eps, threshold, hard)
-        kept = w if reset_pre_lse else u
-        v = kept * (1 - s) if reset else kept
+        _, s, v = _ultradlif_step(v, x, eps, tau, log_tau, threshold, reset, hard,
+                                  leak_before_lse, reset_pre_lse)
         spikes.append(s)
     return torch.stack(spikes).to(i.dtype), v.to(i.dtype)
+
+
+def reference_forward(
+    i: torch.Tensor, v0: Optional[torch.Tensor], eps: Param, tau0: Param, threshold: float,
+    reset: bool, hard: bool, coupled: bool, leak_before_lse: bool, reset_pre_lse: bool,
+    save: bool,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """The reference forward without a graph: ``(spikes [T, ...] in i.dtype, v_last [...] in
+    i.dtype, kept [T, ...] in the state dtype or None)``. ``coupled`` selects UltraDLIF. ``kept``
+    (when ``save``) is all :func:`reference_backward` needs: ``u[t]``, or ``w[t]`` with
+    ``leak_before_lse``, as the kernels keep."""
+    cdt = _state_dtype(i.dtype)
+    eps, tau = _as_state(_detached(eps), cdt), _as_state(_detached(tau0), cdt)
+    log_tau = _log(tau)
+    step = i.shape[1:]
+    v = torch.zeros(step, dtype=cdt, device=i.device) if v0 is None else v0.detach().to(cdt)
+    spikes = torch.empty(i.shape, dtype=i.dtype, device=i.device)
+    kept = torch.empty(i.shape, dtype=cdt, device=i.device) if save else None
+    for t, x in enumerate(i.detach().unbind(0)):
+        x = x.to(cdt)
+        if coupled:
+            k, s, v = _ultradlif_step(v, x, eps, tau, log_tau, threshold, reset, hard,
+                                      leak_before_lse, reset_pre_lse)
+        else:
+            k, s, v = _ultralif_step(v, x, eps, log_tau, threshold, reset, hard)
+        spikes[t] = s
+        if kept is not None:
+            kept[t] = k
+    # a fresh contiguous v_last (the op's fake has those strides, whatever i's layout)
+    return spikes, v.to(i.dtype, memory_format=torch.contiguous_format, copy=True), kept
+
+
+# Steps per block of the backward: its [block, ...] coefficient buffers stay in cache.
+_BLOCK_ELEMENTS = 1 << 18
+
+
+def _states(kept, eps, threshold, reset, leak_before_lse, reset_pre_lse):
+    """``(u, y, s, keep, base, v)`` at the steps whose kept values are ``kept``: the membrane,
+    ``y = (u - threshold)/eps``, the spike ``s = sigmoid(y)``, ``keep = 1 - s``, the value the
+    reset scales (``w`` with ``reset_pre_lse``, else ``u``) and ``v`` after the reset."""
+    if leak_before_lse:
+        left, right = _neighbours(kept)
+        u = _lse3(left, kept, right, eps, False)
+    else:
+        u = kept
+    y = torch.sub(u, threshold).div_(eps)
+    s = torch.sigmoid(y)
+    keep = torch.sub(1, s)
+    base = kept if reset_pre_lse else u
+    return u, y, s, keep, base, base * keep if reset else base
+
+
+def _lse3_weights(left, centre, right, eps):
+    """The softmax weights ``(p_left, p_centre, p_right)`` of ``LSE_eps`` of three terms and their
+    entropy ``-sum p log p``, which is ``d LSE_eps / d eps`` (stable: shifted by the max)."""
+    top = torch.maximum(torch.maximum(left, centre), right)
+    z = [torch.sub(t, top).div_(eps) for t in (left, centre, right)]
+    p = [t.exp() for t in z]
+    total = p[0] + p[1] + p[2]
+    for t in p:
+        t.div_(total)
+    entropy = total.log_()
+    for pj, zj in zip(p, z):
+        entropy.sub_(zj.mul_(pj))
+    return p, entropy
+
+
+def _mix(g, pl, pc, pr):
+    """``dL/d(terms)`` of the three-term LSEs from ``g = dL/dLSE``: each neuron's centre weight,
+    plus the weights by which its right and left neighbours' LSEs hold it."""
+    return (g * pc).add_(torch.roll(g * pl, -1, dims=-1)).add_(torch.roll(g * pr, 1, dims=-1))
+
+
+def reference_backward(
+    kept: torch.Tensor, grad_spikes: Optional[torch.Tensor], grad_v_last: Optional[torch.Tensor],
+    v0: Optional[torch.Tensor], eps: Param, tau0: Param, threshold: float, reset: bool,
+    coupled: bool, leak_before_lse: bool, reset_pre_lse: bool, need_eps: bool = True,
+    need_tau0: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor],
+           Optional[torch.Tensor]]:
+    """The reference backward from the kept ``[T, ...]`` values of :func:`reference_forward`:
+    ``(dL/di [T, ...], dL/dv0, dL/deps, dL/dtau0)``, the last three per neuron ``[...]`` (sum them
+    to the parameters' shapes), all in the state dtype; ``dL/deps`` / ``dL/dtau0`` are None
+    unless ``need_eps`` / ``need_tau0``. A gradient that did not arrive is None.
+
+    With ``g = dL/dv[t]`` (``grad_v_last`` at the last step), each step going back is
+    ``gl = A + B g`` (``dL/du``: ``A = dL/ds ds/du``, ``B = dv/du`` through the spike and the
+    reset), then ``g`` for the step before: UltraLIF ``gl p`` with ``p = exp((a - u)/eps)`` the
+    LSE weight of ``a = v + log tau0`` (``dL/di = gl (1 - p)``), UltraDLIF the three LSE weights
+    mixed over the neighbours (``dL/di = gl``), and with ``leak_before_lse`` ``tau0`` times
+    ``dL/dw``. ``eps`` collects ``gl`` times the weights' entropy (``d LSE_eps / d eps``) plus the
+    spike's own ``ds/deps``. The weights, spikes and resets come from the kept values alone,
+    computed for blocks of steps at once (their buffers stay in cache); only the recurrence in
+    ``g`` walks step by step."""
+    cdt, device = kept.dtype, kept.device
+    eps, tau = _as_state(_detached(eps), cdt), _as_state(_detached(tau0), cdt)
+    log_tau = _log(tau)
+    T, step = kept.shape[0], kept.shape[1:]
+    v_init = torch.zeros(step, dtype=cdt, device=device) if v0 is None else v0.detach().to(cdt)
+    g = (torch.zeros(step, dtype=cdt, device=device) if grad_v_last is None
+         else grad_v_last.detach().to(cdt, copy=True))
+    gi = torch.empty(kept.shape, dtype=cdt, device=device)
+    geps = torch.zeros(step, dtype=cdt, device=device) if need_eps else None
+    gtau = torch.zeros(step, dtype=cdt, device=device) if need_tau0 else None
+    own = leak_before_lse and reset_pre_lse     # the reset scales w: dL/dv reaches w directly
+    block = max(1, _BLOCK_ELEMENTS // max(1, step.numel()))
+    for t1 in range(T, 0, -block):
+        t0 = max(0, t1 - block)
+        # states of steps t0 - 1 .. t1 - 1: the block's own, and v[t - 1] for each of its steps
+        u, y, s, keep, base, v = _states(kept[max(t0 - 1, 0):t1], eps, threshold, reset,
+                                         leak_before_lse, reset_pre_lse)
+        v_prev = v[:-1] if t0 > 0 else torch.cat([v_init[None], v[:-1]])
+        if t0 > 0:
+            u, y, s, keep, base = u[1:], y[1:], s[1:], keep[1:], base[1:]
+        ds = torch.mul(s, keep).div_(eps)                   # ds/du
+        gs = None if grad_spikes is None else grad_spikes[t0:t1].to(cdt)
+        a = torch.zeros_like(u) if gs is None else gs * ds
+        # B = dv/du: through the reset's spike (-base ds/du), and through base when it is u
+        if reset and not own:
+            b = torch.addcmul(keep, base, ds, value=-1)
+        elif reset:
+            b = torch.mul(base, ds).neg_()
+        else:
+            b = torch.full_like(u, 0.0 if own else 1.0)
+        if not coupled:
+            log_p = torch.sub(v_prev, u).add_(log_tau).div_(eps).clamp_(max=0)
+            p = log_p.exp()
+            q = torch.sub(1, p)
+        elif leak_before_lse:
+            w = kept[t0:t1]
+            left, right = _neighbours(w)
+            p, entropy = _lse3_weights(left, w, right, eps)
+        else:
+            left, right = _neighbours(v_prev)
+            p, entropy = _lse3_weights(left, v_prev + log_tau, right, eps)
+        gl = torch.empty_like(u)         # dL/du[t]
+        g_after = torch.empty_like(u)    # dL/dv[t], each step's g written by the step after it
+        g_after[-1] = g
+        for j in range(t1 - t0 - 1, -1, -1):
+            torch.addcmul(a[j], b[j], g_after[j], out=gl[j])
+            if not coupled:
+                g = torch.mul(gl[j], p[j], out=g_after[j - 1]) if j else gl[j] * p[j]
+                continue
+            if leak_before_lse:
+                gw = _mix(gl[j], p[0][j], p[1][j], p[2][j])
+                if own:   # v = w (1 - s), or v = w
+                    gw.addcmul_(keep[j], g_after[j]) if reset else gw.add_(g_after[j])
+                gi[t0 + j] = gw
+                g = gw.mul_(tau)
+            else:
+                g = _mix(gl[j], p[0][j], p[1][j], p[2][j])
+            if j:
+                g_after[j - 1] = g
+        if need_eps:
+            sign = 1
+            if not coupled:   # the entropy of (p, q), negated; q log q -> 0 at q = 0
+                entropy = (p * log_p).add_(q.clamp_min(torch.finfo(cdt).tiny).log_().mul_(q))
+                sign = -1
+            # ds/deps at fixed u is -ds/du * y, through dL/ds and (reset) the reset's -base
+            spike_eps = torch.mul(g_after, base) if reset else torch.zeros_like(u)
+            if gs is not None:
+                spike_eps.sub_(gs)
+            geps += spike_eps.mul_(ds).mul_(y).addcmul_(gl, entropy, value=sign).sum(0)
+        if not coupled:
+            if need_tau0:   # a = v + log tau0; sum_t gl p = the g handed back at each step
+                gtau += (g_after[:-1].sum(0) + g) / tau
+            torch.mul(gl, q, out=gi[t0:t1])
+        elif leak_before_lse:
+            if need_tau0:
+                gtau += (gi[t0:t1] * v_prev).sum(0)               # w = tau0 * v + i
+        else:
+            if need_tau0:
+                gtau += (gl * p[1]).sum(0) / tau                  # centre term v + log tau0
+            gi[t0:t1] = gl
+    return gi, g, geps, gtau
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -244,7 +449,10 @@ def ultralif_sequence(
         from spikegate.kernels.ultralif import ultralif_triton
 
         return ultralif_triton(i, v0, eps, tau0, threshold=threshold, reset=reset, hard=hard)
-    return ultralif_reference(i, v0, eps, tau0, threshold, reset, hard)
+    from spikegate.kernels.ultralif_ops import ultra_call, ultra_reference
+
+    return ultra_call(ultra_reference, i, v0, eps, tau0, coupled=False, threshold=threshold,
+                      reset=reset, hard=hard)
 
 
 def ultradlif_sequence(
@@ -296,7 +504,11 @@ def ultradlif_sequence(
             i, v0, eps, tau0, threshold=threshold, reset=reset, hard=hard,
             leak_before_lse=leak_before_lse, reset_pre_lse=reset_pre_lse,
         )
-    return ultradlif_reference(i, v0, eps, tau0, threshold, reset, hard, leak_before_lse, reset_pre_lse)
+    from spikegate.kernels.ultralif_ops import ultra_call, ultra_reference
+
+    return ultra_call(ultra_reference, i, v0, eps, tau0, coupled=True, threshold=threshold,
+                      reset=reset, hard=hard, leak_before_lse=leak_before_lse,
+                      reset_pre_lse=reset_pre_lse)
 
 
 # --------------------------------------------------------------------------------------------- #
