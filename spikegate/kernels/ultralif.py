@@ -479,13 +479,16 @@ def _per_neuron(p: Optional[torch.Tensor], step_shape: torch.Size) -> Optional[t
 
 
 def _dlif_config(rows: int, n: int, device: torch.device) -> tuple[int, int, int]:
-    """``(BLOCK_R, BLOCK_N, num_warps)``: whole rows per program, about 1024 neurons a tile."""
+    """``(BLOCK_R, BLOCK_N, num_warps)``: whole rows per program, about 1024 neurons a tile, on
+    8 warps from 1024 on (4 or fewer elements a thread): with 4 warps the sm_90 compile of the
+    backward, which holds three neighbours' state per element, took 253-255 registers and spilled
+    at rows of 100 (``spikegate bench lif --compile-check``); with 8 it takes 128-198, no spills."""
     if n > MAX_ROW:
         raise ValueError(f"i: the UltraDLIF kernel takes rows of at most {MAX_ROW} neurons "
                          f"(the last dim), got {n}; use backend='torch'")
     block_n = triton.next_power_of_2(n)
     block_r = max(1, min(triton.next_power_of_2(max(rows, 1)), 1024 // block_n))
-    return block_r, block_n, 4 if block_n * block_r <= 2048 else 8
+    return block_r, block_n, 4 if block_n * block_r <= 512 else 8
 
 
 def _kernel_forward(
