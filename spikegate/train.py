@@ -207,6 +207,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, on_start: Optional[Callable[[],
 
     steps_per_epoch = math.ceil(len(train_set) / tcfg.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    if hasattr(rule, "optimizer"):  # a rule that applies updates within its step (TESS online)
+        rule.optimizer = optimizer
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tcfg.epochs * steps_per_epoch)
     test_loader = _test_loader(data, tcfg)
 

@@ -25,8 +25,23 @@ the model's own neurons, so training and evaluation compute the same network), f
 autograd through the block's pooling and ``B`` only, and updates the traces. Nothing that autograd
 keeps crosses a layer or a time step, so training memory does not grow with ``T``. The updates are
 summed over the sequence and written into ``.grad`` once per batch; the trainer's optimizer then
-applies them. The readout is trained by the global loss (cross-entropy of the time-averaged logits,
-as the models compute them) on its detached input.
+applies them (as the authors do). The readout is trained by the global loss (cross-entropy of the
+time-averaged logits, as the models compute them) on its detached input.
+
+Online updates (``TESS(online=True)``, ``learning.online=true``): each time step's updates of the
+spiking layers are applied right away by the training optimizer, which the trainer hands the rule
+as ``rule.optimizer``; the weights used at step ``t + 1`` include the updates of steps ``<= t``.
+At every step with a learning signal the rule writes that step's update into ``.grad`` (chained
+through the weight standardisation and BatchNorm's evaluation form, whose effective weights are
+then recomputed from the updated parameters), calls ``optimizer.step()`` and sets those ``.grad``
+back to None, so the trainer's own ``optimizer.step()`` after the rule's step applies the readout's
+gradient only: the readout is updated once per batch, as its loss (of the time-averaged logits)
+exists only after the last step. Whatever ``.grad`` held before the rule's step is set aside during
+the sequence and restored after it. The optimizer thus steps the spiking layers ``T`` times per
+batch (or ``signal_steps`` times): its state (Adam's moments and step count) advances per time
+step, while the trainer's learning-rate schedule advances per batch, so the rate is constant within
+a batch. BatchNorm's running statistics are streamed from each step's current with that step's
+effective gain and shift.
 
 Layers TESS trains (found by walking ``model.body``): ``nn.Linear`` and ``PerStep(Conv2d)``
 (including :class:`spikegate.models.WSConv2d`, whose update is chained through the weight
@@ -54,7 +69,10 @@ Distributed data parallel: because TESS writes ``.grad`` itself, DDP's gradient 
 average it. The rule says so (``TESS.local_gradients = True``): the trainer then leaves the model
 unwrapped and, after every step, calls :func:`spikegate.distributed.average_gradients`, which
 all-reduces every parameter's ``.grad`` (sum) and divides it by the world size, so the local
-updates are averaged across processes exactly as DDP averages gradients. A model already wrapped
+updates are averaged across processes exactly as DDP averages gradients. Online, the rule averages
+each step's update the same way itself before applying it (one all-reduce per spiking layer's
+parameter and step), so every process applies the same updates; the trainer's averaging after the
+step then covers the readout's gradient. A model already wrapped
 in ``DistributedDataParallel`` or ``DataParallel`` is trained through its inner module.
 """
 
@@ -71,6 +89,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spikegate import distributed
 from spikegate.arguments import check_choice, check_int, check_real
 from spikegate.models import check_input
 from spikegate.neurons.lif import LIF
@@ -372,42 +391,51 @@ class _Synapse:
 
 @dataclass
 class _ChannelMoments:
-    """Per-channel sums of a BatchNorm layer's input current over a batch's steps, so its running
-    statistics follow the data as in training mode without holding the ``[T*B]`` batch."""
+    """Per-channel sums of a BatchNorm layer's input over a batch's steps, so its running
+    statistics follow the data as in training mode without holding the ``[T*B]`` batch.
+
+    The layer's input is the convolution's output ``z``; TESS computes ``current = scale * z +
+    shift`` (BatchNorm folded in), so each step's sums of ``current`` and ``current^2`` are turned
+    into sums of ``z`` and ``z^2`` with that step's ``(scale, shift)`` (which change from step to
+    step when the updates are applied online)."""
 
     count: int = 0
     total: Optional[torch.Tensor] = None
     squares: Optional[torch.Tensor] = None
+    usable: Optional[torch.Tensor] = None  # channels whose gain was never 0 (z hidden otherwise)
 
     @torch.no_grad()
-    def add(self, current: torch.Tensor) -> None:
+    def add(self, current: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """One step: ``current [B, C, H, W]`` and the per-channel ``scale, shift [C]`` it was made with."""
         c = current.double()
         dims = (0, 2, 3)
-        total, squares = c.sum(dims), (c * c).sum(dims)
+        n = current.numel() // current.shape[1]
+        c_sum, c_squares = c.sum(dims), (c * c).sum(dims)
+        scale, shift = scale.double(), shift.double()
+        usable = scale.abs() > 1e-12
+        safe = torch.where(usable, scale, torch.ones_like(scale))
+        total = (c_sum - n * shift) / safe  # sum of z = (current - shift) / scale
+        squares = (c_squares - 2 * shift * c_sum + n * shift * shift) / safe**2
         self.total = total if self.total is None else self.total + total
         self.squares = squares if self.squares is None else self.squares + squares
-        self.count += current.numel() // current.shape[1]
+        self.usable = usable if self.usable is None else self.usable & usable
+        self.count += n
 
     @torch.no_grad()
-    def update_running_stats(self, norm: nn.BatchNorm2d, scale: torch.Tensor, shift: torch.Tensor) -> None:
-        """``current = scale * z + shift`` per channel: turn the moments of ``current`` into those of
-        the convolution's output ``z`` and blend them into ``norm``'s running statistics."""
+    def update_running_stats(self, norm: nn.BatchNorm2d) -> None:
+        """Blend the batch's mean and unbiased variance of ``z`` into ``norm``'s running statistics
+        (channels whose gain was 0 at some step keep theirs)."""
         if self.count < 2:
             return
         mean = self.total / self.count
-        var = (self.squares / self.count - mean * mean).clamp_min(0)
-        scale, shift = scale.double(), shift.double()
-        usable = scale.abs() > 1e-12  # a zero gain hides z: keep that channel's statistics
-        safe = torch.where(usable, scale, torch.ones_like(scale))
-        z_mean = (mean - shift) / safe
-        z_var = var / safe**2 * self.count / (self.count - 1)  # unbiased, as BatchNorm keeps it
+        var = (self.squares / self.count - mean * mean).clamp_min(0) * self.count / (self.count - 1)
         if norm.momentum is None:
             rate = 1.0 / (int(norm.num_batches_tracked) + 1)
         else:
             rate = norm.momentum
-        for buffer, value in ((norm.running_mean, z_mean), (norm.running_var, z_var)):
+        for buffer, value in ((norm.running_mean, mean), (norm.running_var, var)):
             blended = (1 - rate) * buffer.double() + rate * value
-            buffer.copy_(torch.where(usable, blended, buffer.double()).to(buffer.dtype))
+            buffer.copy_(torch.where(self.usable, blended, buffer.double()).to(buffer.dtype))
         norm.num_batches_tracked += 1
 
 
@@ -557,11 +585,19 @@ class _BlockState:
     """What one block carries from step to step within a batch (no autograd graph)."""
 
     traces: EligibilityTraces
-    weight: torch.Tensor
-    bias: Optional[torch.Tensor]
     moments: Optional[_ChannelMoments]
+    weight: Optional[torch.Tensor] = None  # the effective (W, b) the block computes with
+    bias: Optional[torch.Tensor] = None
+    affine: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # BatchNorm's (scale, shift) with them
     v: Optional[torch.Tensor] = None
     projection: Optional[torch.Tensor] = None
+
+    def use(self, synapse: _Synapse, w: torch.Tensor, b: Optional[torch.Tensor]) -> None:
+        """Compute with the effective ``(w, b)`` (detached) from now on."""
+        self.weight, self.bias = w.detach(), None if b is None else b.detach()
+        if self.moments is not None:
+            with torch.no_grad():
+                self.affine = synapse.affine()
 
 
 def _lif_step(neuron: LIF, v: torch.Tensor, current: torch.Tensor):
@@ -586,6 +622,18 @@ def _unwrapped(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, wrappers) else model
 
 
+def _set_aside_grads(optimizer: torch.optim.Optimizer) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Take every ``.grad`` the optimizer's parameters hold out of its reach (set them to None)
+    and return them, so that the steps taken within a batch apply that step's updates only."""
+    kept = []
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if param.grad is not None:
+                kept.append((param, param.grad))
+                param.grad = None
+    return kept
+
+
 class TESS:
     """TESS as a learning rule for ``spikegate train learning=tess`` (see the module docstring).
 
@@ -601,6 +649,14 @@ class TESS:
         sparsity: ``learning.sparsity``, the spike-rate penalty ``lambda * mean spike rate`` of the
             other rules, made local: each block's local loss at each step adds ``lambda`` times
             that block's mean output spike (see :func:`learning_signal`); 0 (default) is off.
+        online: False (default, the authors'): each layer's updates are summed over the sequence
+            and written into ``.grad`` for the trainer's ``optimizer.step()``. True: each time
+            step's updates of the spiking layers are applied at once with ``rule.optimizer``, so
+            the weights at step ``t + 1`` include the updates of steps ``<= t`` (see the module
+            docstring, "Online updates").
+
+    ``optimizer``: the optimizer of the model's parameters, used by ``online=True`` (the trainer
+    sets it after building the optimizer); None by default.
 
     ``step(model, x [T, B, ...], y [B]) -> StepResult(loss, logits)``: ``loss`` is the readout's
     cross-entropy, ``logits [B, classes]`` the time-averaged readout, as ``model(x)`` computes them.
@@ -620,6 +676,7 @@ class TESS:
         low_freq: float = 50.0,
         high_freq: float = 512.0,
         sparsity: float = 0.0,
+        online: bool = False,
     ) -> None:
         self.factors = TraceFactors(lambda_pre, lambda_post, alpha_pre, alpha_post)
         self.sparsity = check_real(sparsity, "learning.sparsity")
@@ -630,6 +687,10 @@ class TESS:
         self.linear_activation = check_choice(linear_activation, "linear_activation", ACTIVATIONS)
         self.signal_steps = None if signal_steps is None else check_int(signal_steps, "signal_steps", minimum=1)
         self.freqs = (float(low_freq), float(high_freq))
+        if not isinstance(online, bool):
+            raise TypeError(f"learning.online: expected true or false, got {online!r}")
+        self.online = online
+        self.optimizer: Optional[torch.optim.Optimizer] = None
         self._plans: weakref.WeakKeyDictionary[nn.Module, _Plan] = weakref.WeakKeyDictionary()
 
     def prepare(self, model: nn.Module) -> None:
@@ -645,45 +706,93 @@ class TESS:
 
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         """Stream ``x [T, B, ...]`` through ``model`` one step at a time, write the TESS updates of
-        every spiking layer and the readout's gradient into ``.grad``, and return the readout's
-        loss and time-averaged logits."""
+        every spiking layer (or, online, apply them step by step) and the readout's gradient into
+        ``.grad``, and return the readout's loss and time-averaged logits."""
         plan = self._plan(model)
         net = _unwrapped(model)
         if hasattr(net, "input_shape"):
             check_input(x, net.input_shape)
         if not isinstance(y, torch.Tensor) or y.shape != x.shape[1:2]:
             raise ValueError(f"y: expected labels [B={x.shape[1]}], got {getattr(y, 'shape', type(y).__name__)}")
+        optimizer = self._online_optimizer(net) if self.online else None
         T = x.shape[0]
         first_signal = 0 if self.signal_steps is None else max(0, T - self.signal_steps)
-        params = [block.synapse.params() for block in plan.blocks]  # graphs of size O(weights), not O(T)
-        states = [self._state(block, w, b, net.training) for block, (w, b) in zip(plan.blocks, params)]
+        states = [self._state(block, net.training) for block in plan.blocks]
+        params = self._effective(plan, states)  # graphs of size O(weights), not O(T)
+        set_aside = _set_aside_grads(optimizer) if optimizer is not None else []
         features = None
-        for t in range(T):
-            with torch.no_grad():
-                h = x[t:t + 1]
-                for module in plan.front:
-                    h = module(h)
-                h = h.squeeze(0)
-            for block, state in zip(plan.blocks, states):
-                h = self._advance(block, state, h, y if t >= first_signal else None, plan.head.out_features)
-            features = h if features is None else features.add_(h)
+        try:
+            for t in range(T):
+                with torch.no_grad():
+                    h = x[t:t + 1]
+                    for module in plan.front:
+                        h = module(h)
+                    h = h.squeeze(0)
+                for block, state in zip(plan.blocks, states):
+                    h = self._advance(block, state, h, y if t >= first_signal else None, plan.head.out_features)
+                features = h if features is None else features.add_(h)
+                if optimizer is not None:
+                    params = self._apply_now(net, plan, states, params, optimizer)
+        finally:
+            for param, grad in set_aside:
+                param.grad = grad
         logits = plan.head(features.flatten(1) / T)
         loss = F.cross_entropy(logits, y)
         loss.backward()
-        self._write_updates(params, [state.traces for state in states])
+        if optimizer is None:
+            self._write_updates(params, [state.traces for state in states])
         for block, state in zip(plan.blocks, states):
-            if state.moments is not None:  # after the backward pass, which reads the running statistics
-                with torch.no_grad():
-                    scale, shift = block.synapse.affine()
-                state.moments.update_running_stats(block.synapse.norm, scale, shift)
+            if state.moments is not None:  # after the backward passes, which read the running statistics
+                state.moments.update_running_stats(block.synapse.norm)
         return StepResult(loss.detach(), logits.detach())
 
-    def _state(self, block: _Block, w: torch.Tensor, b: Optional[torch.Tensor], training: bool) -> "_BlockState":
+    def _online_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
+        """``self.optimizer``, checked to hold every trainable parameter of ``net``."""
+        if self.optimizer is None:
+            raise ValueError(
+                "optimizer: TESS(online=True) applies each time step's update with the training "
+                "optimizer; expected rule.optimizer to be set (spikegate train sets it), got None"
+            )
+        held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        missing = [name for name, p in net.named_parameters() if p.requires_grad and id(p) not in held]
+        if missing:
+            raise ValueError(
+                f"optimizer: expected rule.optimizer to hold every parameter TESS trains, it lacks "
+                f"{', '.join(missing)}"
+            )
+        return self.optimizer
+
+    def _state(self, block: _Block, training: bool) -> "_BlockState":
         linear = block.synapse.outer is _linear_outer
         activation = self.linear_activation if linear else "triangle"
         traces = EligibilityTraces(self.factors, block.synapse.outer, block.neuron.threshold, activation)
         moments = _ChannelMoments() if block.synapse.norm is not None and training else None
-        return _BlockState(traces, w.detach(), None if b is None else b.detach(), moments)
+        return _BlockState(traces, moments)
+
+    @staticmethod
+    def _effective(plan: _Plan, states: list["_BlockState"]) -> list:
+        """Every block's effective ``(W, b)`` with its graph to the parameters (weight
+        standardisation, BatchNorm folded in), the states set to compute with them."""
+        params = [block.synapse.params() for block in plan.blocks]
+        for block, state, (w, b) in zip(plan.blocks, states, params):
+            state.use(block.synapse, w, b)
+        return params
+
+    def _apply_now(self, net: nn.Module, plan: _Plan, states: list["_BlockState"], params: list,
+                   optimizer: torch.optim.Optimizer) -> list:
+        """Online: apply this step's updates of the spiking layers with ``optimizer`` (averaged over
+        the processes first), leave their ``.grad`` None, and return the effective parameters
+        recomputed from the updated ones (the old graphs hold the weights before the step)."""
+        traces = [state.traces for state in states]
+        if all(trace.weight_grad is None for trace in traces):
+            return params  # no learning signal at this step (signal_steps)
+        self._write_updates(params, traces)
+        distributed.average_gradients(net)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        for trace in traces:
+            trace.weight_grad = trace.bias_grad = None
+        return self._effective(plan, states)
 
     def _advance(self, block: _Block, state: "_BlockState", h: torch.Tensor,
                  labels: Optional[torch.Tensor], classes: int) -> torch.Tensor:
@@ -691,7 +800,7 @@ class TESS:
         with torch.no_grad():
             current = block.synapse.op(h, state.weight, state.bias)
             if state.moments is not None:
-                state.moments.add(current)
+                state.moments.add(current, *state.affine)
             v = torch.zeros_like(current) if state.v is None else state.v
             u, s, state.v = _lif_step(block.neuron, v, current)
         if labels is None:
@@ -728,5 +837,5 @@ class TESS:
         f = self.factors
         return (
             f"TESS(lambda_pre={f.lambda_pre}, lambda_post={f.lambda_post}, alpha_pre={f.alpha_pre}, "
-            f"alpha_post={f.alpha_post}, pool_sizes={self.pool_sizes})"
+            f"alpha_post={f.alpha_post}, pool_sizes={self.pool_sizes}, online={self.online})"
         )
