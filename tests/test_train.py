@@ -9,17 +9,7 @@ from hydra import compose, initialize_config_module
 from spikegate import train as train_module
 from spikegate.checkpoint import CheckpointError, load_checkpoint
 from spikegate.learning import SurrogateGradient
-
-QUICK = [
-    "dataset=digits",
-    "dataset.time_steps=6",
-    "model.hidden=[64]",
-    "trainer.batch_size=32",
-    "trainer.max_train_samples=512",
-    "trainer.lr=0.01",
-    "trainer.max_test_samples=128",
-    "trainer.progress=false",
-]
+from quick_run import QUICK
 
 
 def config(*overrides):

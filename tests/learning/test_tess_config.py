@@ -8,17 +8,7 @@ from spikegate import train as train_module
 from spikegate.learning import TESS
 from spikegate.learning.tess import _lif_step
 from spikegate.neurons import LIF
-
-QUICK = [
-    "dataset=digits",
-    "dataset.time_steps=6",
-    "model.hidden=[64]",
-    "trainer.batch_size=32",
-    "trainer.max_train_samples=512",
-    "trainer.lr=0.01",
-    "trainer.max_test_samples=128",
-    "trainer.progress=false",
-]
+from quick_run import QUICK
 
 
 def config(*overrides, hydra=False):

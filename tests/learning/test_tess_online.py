@@ -17,6 +17,7 @@ from spikegate.learning import TESS
 from spikegate.learning.tess import square_wave_projection
 from spikegate.models import SpikingConvNet, SpikingMLP, SpikingVGG
 from spikegate.neurons import LIF, SpikesOnly
+from quick_run import QUICK
 
 TH, BETA = 0.6, 0.5
 NEURON = functools.partial(LIF, beta=BETA, threshold=TH, reset="subtract", backend="torch")
@@ -253,18 +254,6 @@ def test_online_without_an_optimizer_or_with_one_that_lacks_a_parameter_is_refus
         rule.step(model, x, y)
     with pytest.raises(TypeError, match="learning.online: expected true or false, got 'yes'"):
         TESS(online="yes")
-
-
-QUICK = [
-    "dataset=digits",
-    "dataset.time_steps=6",
-    "model.hidden=[64]",
-    "trainer.batch_size=32",
-    "trainer.max_train_samples=512",
-    "trainer.lr=0.01",
-    "trainer.max_test_samples=128",
-    "trainer.progress=false",
-]
 
 
 def test_the_trainer_hands_the_rule_its_optimizer_and_an_online_run_learns(tmp_path):
