@@ -115,8 +115,12 @@ def _ultralif_fwd_kernel(
         v = tl.zeros([BLOCK], dtype=tl.float32)
     e = _param(eps_ptr, offs, mask, eps, EPS_PER_NEURON, 1.0)
     log_tau = tl.log(_param(tau_ptr, offs, mask, tau0, TAU_PER_NEURON, 1.0))
-    x_ptrs = i_ptr + offs
-    s_ptrs = spikes_ptr + offs
+    # Half inputs: 8-byte accesses to i and the spikes, as wide in elements as the 16-byte ones
+    # to the float32 kept value, so all three share one layout (mixed widths cost a layout
+    # conversion through shared memory every step)
+    half_offs = tl.max_contiguous(offs, 4) if i_ptr.dtype.element_ty.primitive_bitwidth == 16 else offs
+    x_ptrs = i_ptr + half_offs
+    s_ptrs = spikes_ptr + half_offs
     k_ptrs = saved_ptr + offs
     for t in range(T):
         x = tl.load(x_ptrs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
