@@ -21,9 +21,11 @@ Every spiking layer learns from signals available at the layer and at the curren
   ``torch.nn.grad.conv2d_weight`` (conv layers). A bias gets ``sum(m * psi)``, as in the authors' code.
 
 The rule streams over time: at each step it runs one step of every layer (the LIF equations of
-the model's own neurons, so training and evaluation compute the same network), forms ``m[t]`` by
-autograd through the block's pooling and ``B`` only, and updates the traces. Nothing that autograd
-keeps crosses a layer or a time step, so training memory does not grow with ``T``. The updates are
+the model's own neurons, so training and evaluation compute the same network), forms ``m[t]`` in
+closed form (:func:`fast_learning_signal`: softmax minus one-hot, times ``B``, back through the
+block's pooling; :func:`learning_signal` is the same by autograd), and updates the traces (both
+terms in one outer product over the batch stacked twice). No autograd graph crosses a layer or a
+time step, so training memory does not grow with ``T``. The updates are
 summed over the sequence and written into ``.grad`` once per batch; the trainer's optimizer then
 applies them (as the authors do). The readout is trained by the global loss (cross-entropy of the
 time-averaged logits, as the models compute them) on its detached input.
@@ -88,6 +90,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from spikegate import distributed
 from spikegate.arguments import check_choice, check_int, check_real
@@ -106,6 +109,7 @@ __all__ = [
     "tess_conv2d_grad",
     "square_wave_projection",
     "learning_signal",
+    "fast_learning_signal",
     "LocalSignal",
 ]
 
@@ -116,12 +120,17 @@ Outer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def secondary_activation(u: torch.Tensor, threshold: float, form: str = "triangle") -> torch.Tensor:
     """``psi(u)``: ``triangle`` = ``0.3 * max(0, 1 - |u - threshold|)`` (the paper's, conv layers);
     ``fast_sigmoid`` = ``1 / (100 |u - threshold| + 1)^2`` (the authors' code for linear layers).
-    ``u``: pre-reset membrane, any shape; returns the same shape."""
+    ``u``: pre-reset membrane, any shape; returns the same shape (a new tensor; differentiable)."""
     check_choice(form, "activation", ACTIVATIONS)
-    distance = (u - threshold).abs()
+    if torch.is_grad_enabled() and u.requires_grad:
+        distance = (u - threshold).abs()
+        if form == "triangle":
+            return 0.3 * (1 - distance).clamp_min(0)
+        return 1 / (100 * distance + 1) ** 2
+    distance = (u - threshold).abs_()  # the same operations, in one buffer
     if form == "triangle":
-        return 0.3 * (1 - distance).clamp_min(0)
-    return 1 / (100 * distance + 1) ** 2
+        return distance.neg_().add_(1).clamp_min_(0).mul_(0.3)
+    return distance.mul_(100).add_(1).square_().reciprocal_()
 
 
 def _check_factor(value: object, name: str, *, decay: bool) -> float:
@@ -168,6 +177,23 @@ class EligibilityTraces:
     weight_grad: Optional[torch.Tensor] = None
     bias_grad: Optional[torch.Tensor] = None
     _bias_dims: tuple[int, ...] = field(default=(), repr=False)
+    # with both terms: [q; o_in] and [alpha_pre m psi; alpha_post m h] stacked on the batch, so one
+    # outer product over 2B samples gives both (q is the first half of _pres)
+    _pres: Optional[torch.Tensor] = field(default=None, repr=False)
+    _posts: Optional[torch.Tensor] = field(default=None, repr=False)
+
+    def _start(self, pre: torch.Tensor, u: torch.Tensor) -> None:
+        B = pre.shape[0]
+        # conv layers: the outer product (conv2d_weight) is faster on channels-last operands
+        layout = torch.channels_last if u.dim() == 4 else torch.contiguous_format
+        if self.factors.alpha_post != 0:
+            self._pres = pre.new_zeros((2 * B, *pre.shape[1:])).contiguous(memory_format=layout)
+            self._posts = u.new_empty((2 * B, *u.shape[1:])).contiguous(memory_format=layout)
+            self.q = self._pres[:B]
+        else:
+            self.q = torch.zeros_like(pre, memory_format=layout)
+        self.h = torch.zeros_like(u, memory_format=torch.contiguous_format)
+        self._bias_dims = (0, *range(2, u.dim()))
 
     @torch.no_grad()
     def step(self, pre: torch.Tensor, u: torch.Tensor, m: Optional[torch.Tensor]) -> None:
@@ -175,8 +201,7 @@ class EligibilityTraces:
         ``m [B, *out]`` learning signal (None: no signal at this step, the traces still advance)."""
         f = self.factors
         if self.q is None:
-            self.q, self.h = torch.zeros_like(pre), torch.zeros_like(u)
-            self._bias_dims = (0, *range(2, u.dim()))
+            self._start(pre, u)
         elif self.q.shape != pre.shape or self.h.shape != u.shape:
             raise ValueError(
                 f"traces: expected pre {tuple(self.q.shape)} and u {tuple(self.h.shape)} as at the "
@@ -184,16 +209,30 @@ class EligibilityTraces:
             )
         if m is not None and m.shape != u.shape:
             raise ValueError(f"m: expected the shape of u {tuple(u.shape)}, got {tuple(m.shape)}")
-        self.q.mul_(f.lambda_pre).add_(pre)
+        torch.add(pre, self.q, alpha=f.lambda_pre, out=self.q)  # q = lambda_pre * q + pre
         psi = secondary_activation(u, self.threshold, self.activation)
         if m is not None:
-            update = f.alpha_pre * self.outer(m * psi, self.q)
-            if f.alpha_post != 0:
-                update = update + f.alpha_post * self.outer(m * self.h, pre)
+            if self._pres is None:  # causal term only
+                causal = torch.mul(m, psi)
+                bias = causal.sum(self._bias_dims)
+                update = self.outer(causal, self.q)
+                if f.alpha_pre != 1:
+                    update.mul_(f.alpha_pre)
+            else:
+                B = pre.shape[0]
+                causal, non_causal = self._posts[:B], self._posts[B:]
+                torch.mul(m, psi, out=causal)
+                torch.mul(m, self.h, out=non_causal)
+                bias = causal.sum(self._bias_dims)
+                if f.alpha_pre != 1:
+                    causal.mul_(f.alpha_pre)
+                if f.alpha_post != 1:
+                    non_causal.mul_(f.alpha_post)
+                self._pres[B:].copy_(pre)
+                update = self.outer(self._posts, self._pres)
             self.weight_grad = update if self.weight_grad is None else self.weight_grad.add_(update)
-            bias = (m * psi).sum(self._bias_dims)
             self.bias_grad = bias if self.bias_grad is None else self.bias_grad.add_(bias)
-        self.h.mul_(f.lambda_post).add_(psi)
+        torch.add(psi, self.h, alpha=f.lambda_post, out=self.h)  # h = lambda_post * h + psi
 
 
 def _linear_outer(g: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
@@ -202,7 +241,8 @@ def _linear_outer(g: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
 
 def _conv_outer(weight_shape, stride, padding, dilation, groups) -> Outer:
     def outer(g: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-        return torch.nn.grad.conv2d_weight(pre, weight_shape, g, stride, padding, dilation, groups)
+        # contiguous: the weight's layout whatever the operands' (channels-last ones give a strided dW)
+        return torch.nn.grad.conv2d_weight(pre, weight_shape, g, stride, padding, dilation, groups).contiguous()
 
     return outer
 
@@ -367,6 +407,94 @@ def learning_signal(
     return LocalSignal(m, loss.detach(), out.detach())
 
 
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_aten = torch.ops.aten
+
+
+def _pool_forward(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``layer(x)`` on ``[B, C, H, W]``, and the max pool's indices (None for the other layers)."""
+    if isinstance(layer, nn.MaxPool2d):
+        return F.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                            ceil_mode=layer.ceil_mode, return_indices=True)
+    return layer(x), None
+
+
+def _pool_backward(layer: nn.Module, grad: torch.Tensor, x: torch.Tensor,
+                   indices: Optional[torch.Tensor]) -> torch.Tensor:
+    """The gradient w.r.t. ``x`` of ``layer(x)`` given ``grad`` w.r.t. its output (the kernels
+    autograd runs for these layers)."""
+    if isinstance(layer, nn.MaxPool2d):
+        return _aten.max_pool2d_with_indices_backward(
+            grad, x, _pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding),
+            _pair(layer.dilation), layer.ceil_mode, indices)
+    if isinstance(layer, nn.AvgPool2d):
+        return _aten.avg_pool2d_backward(
+            grad, x, _pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding), layer.ceil_mode,
+            layer.count_include_pad, layer.divisor_override)
+    return _aten._adaptive_avg_pool2d_backward(grad, x)
+
+
+def fast_learning_signal(
+    spikes: torch.Tensor,
+    targets: torch.Tensor,
+    projection: torch.Tensor,
+    *,
+    pool_size: Optional[int],
+    layers: Sequence[nn.Module] = (),
+    sparsity: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`learning_signal`'s ``(m, output)`` in closed form, without building a graph.
+
+    With ``a`` the pooled features and ``N`` the batch, the gradient of the mean cross-entropy
+    w.r.t. the logits ``a B^T`` is ``(softmax(a B^T) - onehot) / N``; times ``B`` it is the
+    gradient w.r.t. ``a``, which is taken back through the feature pooling and ``layers`` (in
+    reverse) by their backward kernels, then ``sparsity / spikes.numel()`` is added.
+
+    Args:
+        spikes: ``[B, C, H, W]`` or ``[B, N]`` output spikes.
+        targets: ``[B, classes]`` one-hot labels in the spikes' dtype (``F.one_hot(labels, classes)``).
+        projection: ``B [classes, D]``.
+        pool_size: as in :func:`learning_signal`.
+        layers: the block's stateless layers after its neurons, each ``nn.MaxPool2d``,
+            ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d`` or ``nn.Identity`` on ``[B, C, H, W]``.
+        sparsity: as in :func:`learning_signal`.
+
+    Returns:
+        ``(m [shape of spikes], output = layers(spikes))``.
+    """
+    layers = [layer for layer in layers if not isinstance(layer, nn.Identity)]
+    for layer in layers:
+        if not isinstance(layer, _POOLS):
+            raise TypeError(
+                f"layers: expected MaxPool2d, AvgPool2d, AdaptiveAvgPool2d or Identity, got {type(layer).__name__}"
+            )
+    with torch.no_grad():
+        x = spikes
+        if x.dim() == 4 and any(isinstance(layer, nn.MaxPool2d) for layer in layers):
+            # channels-last: torch's CPU max pool is several times faster so (same values and indices)
+            x = x.contiguous(memory_format=torch.channels_last)
+        saved = []
+        for layer in layers:
+            y, indices = _pool_forward(layer, x)
+            saved.append((layer, x, indices))
+            x = y
+        pooled = F.adaptive_avg_pool2d(x, pool_size) if x.dim() == 4 and pool_size is not None else x
+        a = pooled.flatten(1)
+        if a.shape[1] != projection.shape[1]:
+            raise ValueError(
+                f"projection: expected [classes, D={a.shape[1]}] for this block, got {tuple(projection.shape)}"
+            )
+        probs = torch.softmax(a @ projection.transpose(0, 1), dim=1)
+        grad = (probs.sub_(targets).div_(a.shape[0]) @ projection).view(pooled.shape)
+        if pooled is not x:
+            grad = _aten._adaptive_avg_pool2d_backward(grad, x)
+        for layer, inputs, indices in reversed(saved):
+            grad = _pool_backward(layer, grad, inputs, indices)
+        if sparsity:
+            grad = grad + sparsity / spikes.numel()
+        return grad.contiguous(), x.contiguous()
+
+
 # --- walking a model block by block -------------------------------------------------------------
 
 _STATELESS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity)
@@ -395,36 +523,64 @@ class _ChannelMoments:
     statistics follow the data as in training mode without holding the ``[T*B]`` batch.
 
     The layer's input is the convolution's output ``z``; TESS computes ``current = scale * z +
-    shift`` (BatchNorm folded in), so each step's sums of ``current`` and ``current^2`` are turned
-    into sums of ``z`` and ``z^2`` with that step's ``(scale, shift)`` (which change from step to
-    step when the updates are applied online)."""
+    shift`` (BatchNorm folded in). The sums of ``current`` and ``current^2`` are collected while
+    ``(scale, shift)`` stay the same (the whole batch, unless the updates are applied online) and
+    turned into sums of ``z`` and ``z^2`` when they change and at the end."""
 
     count: int = 0
-    total: Optional[torch.Tensor] = None
+    total: Optional[torch.Tensor] = None    # sums of z, z^2 per channel (float64)
     squares: Optional[torch.Tensor] = None
-    usable: Optional[torch.Tensor] = None  # channels whose gain was never 0 (z hidden otherwise)
+    usable: Optional[torch.Tensor] = None   # channels whose gain was never 0 (z hidden otherwise)
+    # current and current^2 summed element-wise (float64) over the steps since (scale, shift) last
+    # changed: two passes per step, the reduction over the batch and pixels once at the flush
+    _affine: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    _pending_count: int = 0
+    _pending_total: Optional[torch.Tensor] = None
+    _pending_squares: Optional[torch.Tensor] = None
 
     @torch.no_grad()
-    def add(self, current: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> None:
-        """One step: ``current [B, C, H, W]`` and the per-channel ``scale, shift [C]`` it was made with."""
-        c = current.double()
+    def use(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """The per-channel ``scale, shift [C]`` that the following currents are made with."""
+        self._flush()
+        self._affine = (scale.double(), shift.double())
+
+    @torch.no_grad()
+    def add(self, current: torch.Tensor) -> None:
+        """One step's ``current [B, C, H, W]``."""
+        if self._pending_total is None or self._pending_total.shape != current.shape:
+            self._flush()
+            self._pending_total = torch.zeros(current.shape, dtype=torch.float64, device=current.device)
+            self._pending_squares = torch.zeros_like(self._pending_total)
+        c = current.double()  # converted once: faster than mixed-precision arithmetic
+        self._pending_total.add_(c)
+        self._pending_squares.addcmul_(c, c)
+        self._pending_count += current.numel() // current.shape[1]
+
+    def _flush(self) -> None:
+        """Turn the pending sums of ``current`` into sums of ``z = (current - shift) / scale``."""
+        n = self._pending_count
+        if n == 0:
+            return
         dims = (0, 2, 3)
-        n = current.numel() // current.shape[1]
-        c_sum, c_squares = c.sum(dims), (c * c).sum(dims)
-        scale, shift = scale.double(), shift.double()
+        c_sum, c_squares = self._pending_total.sum(dims), self._pending_squares.sum(dims)
+        self._pending_total.zero_()
+        self._pending_squares.zero_()
+        scale, shift = self._affine
         usable = scale.abs() > 1e-12
         safe = torch.where(usable, scale, torch.ones_like(scale))
-        total = (c_sum - n * shift) / safe  # sum of z = (current - shift) / scale
+        total = (c_sum - n * shift) / safe
         squares = (c_squares - 2 * shift * c_sum + n * shift * shift) / safe**2
         self.total = total if self.total is None else self.total + total
         self.squares = squares if self.squares is None else self.squares + squares
         self.usable = usable if self.usable is None else self.usable & usable
         self.count += n
+        self._pending_count = 0
 
     @torch.no_grad()
     def update_running_stats(self, norm: nn.BatchNorm2d) -> None:
         """Blend the batch's mean and unbiased variance of ``z`` into ``norm``'s running statistics
         (channels whose gain was 0 at some step keep theirs)."""
+        self._flush()
         if self.count < 2:
             return
         mean = self.total / self.count
@@ -502,11 +658,22 @@ class _Block:
     post: list[nn.Module]
     pool_size: Optional[int] = None
 
+    @functools.cached_property
+    def _cut(self) -> int:
+        """Where ``post`` splits: the layers before the first Flatten feed the learning signal."""
+        return next((i for i, module in enumerate(self.post) if isinstance(module, nn.Flatten)), len(self.post))
+
+    @functools.cached_property
+    def signal_layers(self) -> list[nn.Module]:
+        """The layers before the first Flatten as they apply to one step ``[B, ...]``."""
+        return [_inner(module) for module in self.post[:self._cut]]
+
     def apply_post(self, y: torch.Tensor, *, part: str = "all") -> torch.Tensor:
         """The block's layers after its neurons on one step ``[B, ...]``: ``part="signal"`` up to
         the first Flatten (the output the learning signal pools), ``"rest"`` the others."""
-        cut = next((i for i, module in enumerate(self.post) if isinstance(module, nn.Flatten)), len(self.post))
-        modules = {"all": self.post, "signal": self.post[:cut], "rest": self.post[cut:]}[part]
+        modules = {"all": self.post, "signal": self.post[:self._cut], "rest": self.post[self._cut:]}[part]
+        if not modules:
+            return y
         y = y.unsqueeze(0)
         for module in modules:
             y = module(y)
@@ -588,7 +755,6 @@ class _BlockState:
     moments: Optional[_ChannelMoments]
     weight: Optional[torch.Tensor] = None  # the effective (W, b) the block computes with
     bias: Optional[torch.Tensor] = None
-    affine: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # BatchNorm's (scale, shift) with them
     v: Optional[torch.Tensor] = None
     projection: Optional[torch.Tensor] = None
 
@@ -597,7 +763,7 @@ class _BlockState:
         self.weight, self.bias = w.detach(), None if b is None else b.detach()
         if self.moments is not None:
             with torch.no_grad():
-                self.affine = synapse.affine()
+                self.moments.use(*synapse.affine())
 
 
 def _lif_step(neuron: LIF, v: torch.Tensor, current: torch.Tensor):
@@ -720,6 +886,7 @@ class TESS:
         states = [self._state(block, net.training) for block in plan.blocks]
         params = self._effective(plan, states)  # graphs of size O(weights), not O(T)
         set_aside = _set_aside_grads(optimizer) if optimizer is not None else []
+        targets = F.one_hot(y, plan.head.out_features).to(x.dtype)
         features = None
         try:
             for t in range(T):
@@ -729,7 +896,7 @@ class TESS:
                         h = module(h)
                     h = h.squeeze(0)
                 for block, state in zip(plan.blocks, states):
-                    h = self._advance(block, state, h, y if t >= first_signal else None, plan.head.out_features)
+                    h = self._advance(block, state, h, targets if t >= first_signal else None)
                 features = h if features is None else features.add_(h)
                 if optimizer is not None:
                     params = self._apply_now(net, plan, states, params, optimizer)
@@ -795,30 +962,30 @@ class TESS:
         return self._effective(plan, states)
 
     def _advance(self, block: _Block, state: "_BlockState", h: torch.Tensor,
-                 labels: Optional[torch.Tensor], classes: int) -> torch.Tensor:
-        """One time step of one block: input ``h [B, ...]`` (no graph) -> the block's output."""
+                 targets: Optional[torch.Tensor]) -> torch.Tensor:
+        """One time step of one block: input ``h [B, ...]`` (no graph) and one-hot labels
+        ``targets [B, classes]`` (None: no learning signal at this step) -> the block's output."""
         with torch.no_grad():
             current = block.synapse.op(h, state.weight, state.bias)
             if state.moments is not None:
-                state.moments.add(current, *state.affine)
+                state.moments.add(current)
             v = torch.zeros_like(current) if state.v is None else state.v
             u, s, state.v = _lif_step(block.neuron, v, current)
-        if labels is None:
+        if targets is None:
             state.traces.step(h, u, None)
             with torch.no_grad():
                 return block.apply_post(s)
-        post = functools.partial(block.apply_post, part="signal")
         if state.projection is None:
             with torch.no_grad():
-                size = _pool_features(post(s[:1]), block.pool_size).shape[1]
+                size = _pool_features(block.apply_post(s[:1], part="signal"), block.pool_size).shape[1]
             state.projection = square_wave_projection(
-                classes, size, low=self.freqs[0], high=self.freqs[1], dtype=s.dtype, device=s.device
+                targets.shape[1], size, low=self.freqs[0], high=self.freqs[1], dtype=s.dtype, device=s.device
             )
-        signal = learning_signal(s, labels, state.projection, pool_size=block.pool_size, post=post,
-                                 sparsity=self.sparsity)
-        state.traces.step(h, u, signal.m)
+        m, output = fast_learning_signal(s, targets, state.projection, pool_size=block.pool_size,
+                                         layers=block.signal_layers, sparsity=self.sparsity)
+        state.traces.step(h, u, m)
         with torch.no_grad():
-            return block.apply_post(signal.output, part="rest")  # the pooling is done once
+            return block.apply_post(output, part="rest")  # the pooling is done once
 
     @staticmethod
     def _write_updates(params, traces: list[EligibilityTraces]) -> None:

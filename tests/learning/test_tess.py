@@ -13,7 +13,9 @@ from torch import nn
 from spikegate.learning import TESS, SurrogateGradient
 from spikegate.learning.tess import (
     TraceFactors,
+    fast_learning_signal,
     learning_signal,
+    secondary_activation,
     square_wave_projection,
     tess_conv2d_grad,
     tess_linear_grad,
@@ -119,6 +121,64 @@ def test_learning_signal_matches_the_analytic_gradient_through_pool_and_projecti
     da = (dlogits @ proj).reshape(Bsz, C, p, 1, p, 1) / (w * w)
     expected = da.expand(Bsz, C, p, w, p, w).reshape(Bsz, C, H, H)
     torch.testing.assert_close(m, expected)
+
+
+@pytest.mark.parametrize("shape, layers, pool, sparsity", [
+    ((2, 16, 16), [nn.MaxPool2d(2)], 4, 0.0),  # the conv nets' first block
+    ((3, 8, 8), [nn.MaxPool2d(2)], 1, 0.0),
+    ((2, 9, 9), [nn.MaxPool2d(3, stride=2, padding=1)], 2, 0.0),  # overlapping windows
+    ((2, 7, 7), [nn.MaxPool2d(2, ceil_mode=True)], 2, 0.0),
+    ((2, 8, 8), [nn.AvgPool2d(2)], 2, 0.0),
+    ((2, 7, 7), [nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)], None, 0.0),
+    ((3, 8, 8), [nn.AdaptiveAvgPool2d(3)], 2, 0.0),  # windows that do not divide the size
+    ((2, 8, 8), [nn.Identity(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(2)], 1, 0.1),
+    ((2, 6, 6), [], 4, 0.05),
+    ((11,), [], None, 0.0),  # a linear block
+])
+@pytest.mark.parametrize("binary", [True, False])
+def test_the_closed_form_signal_is_autograd_of_the_local_loss(shape, layers, pool, sparsity, binary):
+    """fast_learning_signal (softmax minus one-hot, times B, back through the pooling by hand)
+    against learning_signal (autograd of the local loss), on binary spikes, whose max-pool
+    windows tie (the gradient goes to the first maximum, as autograd's), and on real values."""
+    torch.manual_seed(11)
+    spikes = torch.rand(5, *shape, dtype=torch.float64)
+    if binary:
+        spikes = (spikes < 0.3).double()
+    labels = torch.tensor([0, 3, 1, 3, 2])
+    post = nn.Sequential(*layers)
+    with torch.no_grad():
+        out = post(spikes)
+        D = (F.adaptive_avg_pool2d(out, pool) if out.dim() == 4 and pool else out).flatten(1).shape[1]
+    proj = square_wave_projection(4, D, dtype=torch.float64)
+    expected = learning_signal(spikes, labels, proj, pool_size=pool, post=post if layers else None,
+                               sparsity=sparsity)
+    targets = F.one_hot(labels, 4).double()
+    m, output = fast_learning_signal(spikes, targets, proj, pool_size=pool, layers=layers, sparsity=sparsity)
+    torch.testing.assert_close(m, expected.m)
+    torch.testing.assert_close(output, expected.output)
+    assert m.is_contiguous() and output.is_contiguous()
+
+
+def test_closed_form_signal_names_what_it_cannot_take():
+    spikes, targets = torch.zeros(2, 3, 4, 4), torch.eye(2)
+    with pytest.raises(TypeError, match="layers: expected MaxPool2d, .* got Dropout"):
+        fast_learning_signal(spikes, targets, torch.zeros(2, 48), pool_size=None, layers=[nn.Dropout()])
+    with pytest.raises(ValueError, match=r"projection: expected \[classes, D=12\]"):
+        fast_learning_signal(spikes, targets, torch.zeros(2, 48), pool_size=2)
+
+
+@pytest.mark.parametrize("form", ["triangle", "fast_sigmoid"])
+def test_secondary_activation_is_the_same_with_and_without_autograd(form):
+    """Without a graph psi is computed in one buffer; with one, out of place (differentiable)."""
+    u = TH + 1.5 * torch.randn(50, dtype=torch.float64)
+    expected = psi_ref(u) if form == "triangle" else 1 / (100 * (u - TH).abs() + 1) ** 2
+    plain = secondary_activation(u, TH, form)
+    torch.testing.assert_close(plain, expected)
+    leaf = u.clone().requires_grad_(True)
+    tracked = secondary_activation(leaf, TH, form)
+    torch.testing.assert_close(tracked.detach(), expected)
+    tracked.sum().backward()
+    assert leaf.grad is not None and torch.equal(u, leaf.detach())
 
 
 def test_the_sparsity_penalty_adds_lambda_over_the_block_size_to_the_signal():
