@@ -81,6 +81,19 @@ def test_forward_matches_equations_bit_for_bit(reset, beta_kind, dtype):
     np.testing.assert_array_equal(v_last.numpy(), ref_v)
 
 
+def _assert_same_spikes_and_gradients(out, out_ref, inputs, dtype):
+    """Spikes equal; gradients of a random weighting of (spikes, v_last) for ``inputs`` (x, v0,
+    beta) close to the reference's, to float32 or float64 rounding."""
+    (s, v), (s_ref, v_ref) = out, out_ref
+    assert torch.equal(s, s_ref)
+    w_s, w_v = torch.randn_like(s), torch.randn_like(v)
+    grads = torch.autograd.grad((s * w_s).sum() + (v * w_v).sum(), inputs)
+    grads_ref = torch.autograd.grad((s_ref * w_s).sum() + (v_ref * w_v).sum(), inputs)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    for name, g, g_ref in zip(("x", "v0", "beta"), grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, **tol, msg=lambda m: f"grad {name}: {m}")
+
+
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("detach_reset", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -94,13 +107,7 @@ def test_gradients_match_unrolled_autograd(reset, detach_reset, dtype, steps_per
     args = dict(threshold=1.0, reset=reset)
     s, v = lif_sequence(x, v0, beta=beta, detach_reset=detach_reset, surrogate="atan", backend="torch", **args)
     s_ref, v_ref = unrolled_autograd(x, v0, beta, detach_reset=detach_reset, **args)
-    assert torch.equal(s, s_ref)
-    w_s, w_v = torch.randn_like(s), torch.randn_like(v)
-    grads = torch.autograd.grad((s * w_s).sum() + (v * w_v).sum(), (x, v0, beta))
-    grads_ref = torch.autograd.grad((s_ref * w_s).sum() + (v_ref * w_v).sum(), (x, v0, beta))
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-    for name, g, g_ref in zip(("x", "v0", "beta"), grads, grads_ref):
-        torch.testing.assert_close(g, g_ref, **tol, msg=lambda m: f"grad {name}: {m}")
+    _assert_same_spikes_and_gradients((s, v), (s_ref, v_ref), (x, v0, beta), dtype)
 
 
 @pytest.mark.parametrize("reset", RESETS)
@@ -150,13 +157,7 @@ def test_subtract_by_a_chosen_amount_gradients_match_unrolled_autograd(amount, d
     args = dict(threshold=0.6, reset="subtract", detach_reset=detach_reset, reset_amount=amount)
     s, v = lif_sequence(x, v0, beta=beta, surrogate="atan", backend="torch", **args)
     s_ref, v_ref = unrolled_autograd(x, v0, beta, **args)
-    assert torch.equal(s, s_ref)
-    w_s, w_v = torch.randn_like(s), torch.randn_like(v)
-    grads = torch.autograd.grad((s * w_s).sum() + (v * w_v).sum(), (x, v0, beta))
-    grads_ref = torch.autograd.grad((s_ref * w_s).sum() + (v_ref * w_v).sum(), (x, v0, beta))
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-    for name, g, g_ref in zip(("x", "v0", "beta"), grads, grads_ref):
-        torch.testing.assert_close(g, g_ref, **tol, msg=lambda m: f"grad {name}: {m}")
+    _assert_same_spikes_and_gradients((s, v), (s_ref, v_ref), (x, v0, beta), dtype)
 
 
 def test_reset_amount_none_is_the_threshold_bit_for_bit():
